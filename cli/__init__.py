@@ -1,0 +1,1 @@
+"""weightlift.cli: argument parsing, commands, progress, JSON output and exit codes."""

@@ -1,0 +1,3 @@
+from weightlift.cli.main import main
+
+main()

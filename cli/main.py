@@ -1,0 +1,152 @@
+"""The `weightlift` command: parse arguments, run one command, map errors to exit codes.
+
+Thin by design: commands live in their own modules and call into downloader/ and verify/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from weightlift.downloader.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    WeightliftError,
+)
+
+
+def _version() -> str:
+    try:
+        return version("weightlift")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and our exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}", f"see '{self.prog} --help'")
+
+
+def parse_size(text: str) -> int:
+    """'8M', '16MiB', '1g', '4096' → bytes (binary units)."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    suffix = t[-1:] if t[-1:] in ("k", "m", "g") else ""
+    number = t[: len(t) - len(suffix)]
+    try:
+        value = int(float(number) * units[suffix])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 8M or 16MiB)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="weightlift", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"weightlift {_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    pull = sub.add_parser("pull", help="download (and verify) a model")
+    pull.add_argument("sources", nargs="+", metavar="SOURCE",
+                      help="a manifest JSON file, or http(s) URLs")
+    pull.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    pull.add_argument("--connections", type=_positive_int, default=None, metavar="N",
+                      help="parallel requests (default 16)")
+    pull.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
+                      help="bytes per ranged request (default 16M)")
+    pull.add_argument("--expect-params", type=_count, default=None, metavar="N",
+                      help="fail unless the checkpoint has exactly N parameters")
+    pull.add_argument("--no-verify", action="store_true", help="skip checkpoint validation")
+    pull.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    pull.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    ver = sub.add_parser("verify", help="validate a downloaded checkpoint")
+    ver.add_argument("directory", metavar="DIR")
+    ver.add_argument("--expect-params", type=_count, default=None, metavar="N")
+    ver.add_argument("--deep", action="store_true", help="also scan tensor values for NaN/Inf")
+    ver.add_argument("--no-hash", action="store_true",
+                     help="skip re-hashing files against the pull receipt")
+    ver.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    ver.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    demo = sub.add_parser("demo", help="the whole flow against a local emulator, no account")
+    demo.add_argument("-o", "--output", default=None, metavar="DIR",
+                      help="where to put the model (default: a temporary folder)")
+    demo.add_argument("--size", type=parse_size, default=parse_size("256M"), metavar="SIZE",
+                      help="size of the generated model (default 256M)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING
+    if verbosity == 1:
+        level = logging.INFO
+    elif verbosity >= 2:
+        level = logging.DEBUG
+    env = os.environ.get("WEIGHTLIFT_LOG", "").upper()
+    if env in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = getattr(logging, env)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="weightlift: %(levelname)s %(name)s: %(message)s")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code; never lets a traceback out for known errors."""
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.verbose)
+        if args.command == "pull":
+            from weightlift.cli import pull_cmd
+
+            return pull_cmd.run(args)
+        if args.command == "verify":
+            from weightlift.cli import verify_cmd
+
+            return verify_cmd.run(args)
+        if args.command == "demo":
+            from weightlift.cli import demo_cmd
+
+            return demo_cmd.run(args)
+        build_parser().print_help(sys.stderr)
+        return EXIT_USAGE
+    except WeightliftError as exc:
+        print(f"weightlift: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("weightlift: interrupted; progress is kept, run the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main() -> None:
+    sys.exit(run())

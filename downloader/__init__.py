@@ -1,0 +1,1 @@
+"""weightlift.downloader: manifests, planning, the transfer engine and finalisation."""

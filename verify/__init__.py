@@ -1,0 +1,1 @@
+"""weightlift.verify: safetensors validation, checkpoint checks and the parameter-count gate."""
