@@ -1,0 +1,103 @@
+"""Render engine events for a person: tqdm bars on a TTY, a few plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from weightlift.downloader.events import (
+    BytesReceived,
+    Event,
+    FileFailed,
+    FileFinished,
+    FileRestarted,
+    FileStarted,
+    ManifestRefreshed,
+    PullStarted,
+    Retrying,
+)
+
+PER_FILE_BARS_MAX = 6
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"  # pragma: no cover
+
+
+class Progress:
+    """Callable sink for engine events."""
+
+    def __init__(self, *, quiet: bool, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty() and not quiet
+        self._total: Any = None
+        self._bars: dict[str, Any] = {}
+        self._file_count = 0
+
+    def say(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._total is not None:
+            self._total.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, PullStarted):
+            self._file_count = event.files
+            if self.tty:
+                from tqdm import tqdm
+
+                self._total = tqdm(total=event.total_bytes, initial=event.resumed_bytes,
+                                   unit="B", unit_scale=True, unit_divisor=1024,
+                                   desc="total", file=self.stream, dynamic_ncols=True,
+                                   position=0, leave=True)
+            else:
+                resumed = (f", {human_bytes(event.resumed_bytes)} already here"
+                           if event.resumed_bytes else "")
+                self.say(f"pulling {event.files} file(s), "
+                         f"{human_bytes(event.total_bytes)}{resumed}")
+        elif isinstance(event, FileStarted):
+            if self.tty and self._file_count <= PER_FILE_BARS_MAX:
+                from tqdm import tqdm
+
+                self._bars[event.rel] = tqdm(
+                    total=event.size, initial=event.resumed_bytes, unit="B", unit_scale=True,
+                    unit_divisor=1024, desc=event.rel[-32:], file=self.stream,
+                    dynamic_ncols=True, position=len(self._bars) + 1, leave=False)
+        elif isinstance(event, BytesReceived):
+            if self._total is not None:
+                self._total.update(event.nbytes)
+            bar = self._bars.get(event.rel)
+            if bar is not None:
+                bar.update(event.nbytes)
+        elif isinstance(event, FileFinished):
+            bar = self._bars.pop(event.rel, None)
+            if bar is not None:
+                bar.close()
+        elif isinstance(event, FileRestarted):
+            self.say(f"{event.rel}: starting over ({event.reason})")
+            for target in (self._total, self._bars.get(event.rel)):
+                if target is not None:
+                    target.update(-event.lost_bytes)
+        elif isinstance(event, FileFailed):
+            self.say(f"{event.rel}: failed: {event.reason}")
+        elif isinstance(event, ManifestRefreshed):
+            self.say("storage URLs expired: manifest refreshed")
+        elif isinstance(event, Retrying):
+            pass  # logged at INFO; a bar line per retry would drown the bars
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+        if self._total is not None:
+            self._total.close()
+            self._total = None

@@ -1,0 +1,710 @@
+"""The transfer engine: one asyncio worker pool over all files of a manifest.
+
+Large files are split into ranges, small ones fetched whole; every response is judged before a
+byte is written; progress is journaled as it goes; each file is hashed as its contiguous prefix
+grows and finalised (checked, synced, renamed) as soon as its last byte lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+import aiohttp
+
+from weightlift.downloader import storage_errors
+from weightlift.downloader.errors import (
+    DiskFull,
+    TransferFailed,
+    VerificationFailed,
+    WeightliftError,
+    redact_url,
+)
+from weightlift.downloader.events import (
+    BytesReceived,
+    Event,
+    FileFailed,
+    FileFinished,
+    FileRestarted,
+    FileStarted,
+    ManifestRefreshed,
+    PullStarted,
+    Retrying,
+)
+from weightlift.downloader.fetch import (
+    Abandon,
+    NetworkError,
+    Rejected,
+    StatusError,
+    fetch_range,
+)
+from weightlift.downloader.finalize import (
+    check_free_space,
+    finalize_part,
+    open_part,
+    preallocate,
+)
+from weightlift.downloader.hashing import HashFrontier
+from weightlift.downloader.journal import (
+    FinishedEntry,
+    JournalState,
+    append_finished,
+    load_finished,
+    load_journal,
+    write_atomic,
+)
+from weightlift.downloader.planner import (
+    DEFAULT_CONNECTIONS,
+    Chunk,
+    auto_chunk_size,
+    plan_file,
+)
+from weightlift.downloader.ranges import RangeSet
+from weightlift.downloader.resolver import ManifestResolver
+from weightlift.downloader.response_check import Asked, Verdict, storage_sha256
+from weightlift.downloader.retry import RetryPolicy
+from weightlift.downloader.workarea import WorkArea
+
+log = logging.getLogger(__name__)
+
+# A header check for files whose format we know: (prefix, file size) -> bytes still needed
+# before it can judge, or 0 when it has judged (raising VerificationFailed when bad).
+HeaderCheck = Callable[[str, bytes, int], int]
+
+
+def _user_agent() -> str:
+    try:
+        return f"weightlift/{version('weightlift')}"
+    except PackageNotFoundError:  # pragma: no cover
+        return "weightlift"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    connections: int = DEFAULT_CONNECTIONS
+    chunk_size: int | None = None  # None: chosen from the total size and connections
+    read_size: int = 1 << 20
+    stall_timeout: float = 30.0
+    connect_timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    durable: bool = True  # fsync data before the journal that claims it, and before rename
+    journal_bytes: int = 4 << 20  # journal when this much is unjournaled, per connection
+    journal_interval: float = 1.0
+    max_file_restarts: int = 3
+    max_bad_responses: int = 8
+    max_expired_streak: int = 5
+    check_free_space: bool = True
+    header_check: HeaderCheck | None = None
+    seed: int | None = None
+
+
+@dataclass
+class FileResult:
+    rel: str
+    size: int
+    sha256: str | None
+    status: str  # downloaded | already-complete | failed
+    bytes_fetched: int = 0
+    error: str | None = None
+    exit_code: int = 0
+
+
+@dataclass
+class PullResult:
+    files: list[FileResult]
+    bytes_fetched: int
+    seconds: float
+    refreshes: int
+    retries: int
+    restarts: int
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != "failed" for f in self.files)
+
+
+@dataclass
+class _File:
+    """Mutable download state of one file (owned by the engine's event loop)."""
+
+    rel: str
+    size: int | None
+    expected_sha: str | None
+    fd: int = -1
+    journal: JournalState | None = None
+    frontier: HashFrontier | None = None
+    generation: int = 0
+    restarts: int = 0
+    bad_responses: int = 0
+    fetched: int = 0
+    unjournaled: int = 0
+    header_checked: bool = False
+    finalizing: bool = False
+    done_event: asyncio.Event = field(default_factory=asyncio.Event)
+    result: FileResult | None = None
+    storage_sha: str | None = None
+
+    @property
+    def done(self) -> RangeSet:
+        assert self.journal is not None
+        return self.journal.done
+
+
+class Engine:
+    def __init__(
+        self,
+        resolver: ManifestResolver,
+        work: WorkArea,
+        config: EngineConfig,
+        emit: Callable[[Event], None] = lambda e: None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.resolver = resolver
+        self.work = work
+        self.cfg = config
+        self.emit = emit
+        self._sleep = sleep
+        self._rng = random.Random(config.seed)
+        self._files: dict[str, _File] = {}
+        self._queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        self._journal_wakeup = asyncio.Event()
+        self._finalizers: set[asyncio.Task[None]] = set()
+        self._fatal: BaseException | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.retries = 0
+        self.restarts = 0
+        self._chunk_size = config.chunk_size or 0
+
+    # ---- setup -------------------------------------------------------------------------
+
+    async def run(self) -> PullResult:
+        started = time.monotonic()
+        manifest = self.resolver.manifest
+        finished = load_finished(self.work.finished_log)
+        results: dict[str, FileResult] = {}
+        todo: list[_File] = []
+        resumed = 0
+        for mf in manifest.files:
+            final = self.work.final_path(mf.rel)
+            entry = finished.get(mf.rel)
+            if entry is not None and await asyncio.to_thread(_still_final, final, entry, mf.size,
+                                                               mf.sha256):
+                results[mf.rel] = FileResult(mf.rel, entry.size, entry.sha256,
+                                             "already-complete")
+                resumed += entry.size
+                self.emit(FileFinished(mf.rel, entry.size, entry.sha256, skipped=True))
+                continue
+            todo.append(_File(rel=mf.rel, size=mf.size, expected_sha=mf.sha256))
+
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.cfg.connect_timeout,
+            sock_connect=self.cfg.connect_timeout, sock_read=self.cfg.stall_timeout,
+        )
+        connector = aiohttp.TCPConnector(limit=self.cfg.connections, ttl_dns_cache=300)
+        # No default auth headers: presigned URLs carry their own; a platform key never
+        # reaches storage. auto_decompress off so a gzip body is seen, not silently inflated.
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, trust_env=True,
+            headers={"User-Agent": _user_agent()},
+        ) as session:
+            self._session = session
+            try:
+                await self._probe_sizes(todo)
+                total = sum(f.size or 0 for f in todo)
+                if not self._chunk_size:
+                    self._chunk_size = auto_chunk_size(total, self.cfg.connections)
+                for f in todo:
+                    resumed += self._open(f)
+                if self.cfg.check_free_space:
+                    await asyncio.to_thread(check_free_space, self.work, [
+                        (f.size or 0, f.fd) for f in todo
+                    ])
+                for f in todo:
+                    if f.size:
+                        preallocate(f.fd, f.size, self.work.out_dir)
+                self.emit(PullStarted(len(manifest.files),
+                                      manifest.known_bytes or total + resumed, resumed))
+                await self._transfer(todo)
+            finally:
+                self._session = None
+                await self._shutdown(todo)
+        for f in todo:
+            assert f.result is not None or self._fatal is not None
+            if f.result is not None:
+                results[f.rel] = f.result
+        ordered = [results[mf.rel] for mf in manifest.files if mf.rel in results]
+        return PullResult(
+            files=ordered,
+            bytes_fetched=sum(f.fetched for f in todo),
+            seconds=time.monotonic() - started,
+            refreshes=self.resolver.refreshes,
+            retries=self.retries,
+            restarts=self.restarts,
+        )
+
+    async def _probe_sizes(self, files: list[_File]) -> None:
+        """Learn the size of files whose source does not state it (plain URLs)."""
+        unknown = [f for f in files if f.size is None]
+        if not unknown:
+            return
+        sem = asyncio.Semaphore(self.cfg.connections)
+
+        async def probe(f: _File) -> None:
+            async with sem:
+                f.size, ranged = await self._probe(f)
+                if not ranged:
+                    f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=False)
+
+        await asyncio.gather(*(probe(f) for f in unknown))
+
+    async def _probe(self, f: _File) -> tuple[int | None, bool]:
+        assert self._session is not None
+        attempt = 0
+        while True:
+            url = await self.resolver.url_for(f.rel)
+            try:
+                async with self._session.get(
+                    _url(url), headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}
+                ) as resp:
+                    if resp.status == 206:
+                        cr = resp.headers.get("Content-Range", "")
+                        total = cr.rsplit("/", 1)[-1]
+                        if total.isdigit():
+                            return int(total), True
+                        return None, False
+                    if resp.status == 200:
+                        length = resp.headers.get("Content-Length", "")
+                        return (int(length) if length.isdigit() else None), False
+                    if resp.status == 416:
+                        return 0, True
+                    body = await resp.content.read(64 * 1024)
+                    raise StatusError(resp.status, dict(resp.headers), body)
+            except StatusError as exc:
+                await self._on_status_error(f, exc, url, attempt)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                await self._backoff(f, f"{type(exc).__name__}", attempt, None, None)
+            attempt += 1
+
+    def _open(self, f: _File) -> int:
+        """Open (or resume) the part file; returns the bytes already on disk for it."""
+        assert f.size is not None or (f.journal is not None and not f.journal.ranged)
+        part = self.work.part_path(f.rel)
+        f.fd = open_part(part)
+        resumed = 0
+        prior = load_journal(self.work.journal_path(f.rel), f.rel, f.size)
+        disk_size = os.fstat(f.fd).st_size
+        if prior is not None and prior.done.total and (
+            max(e for _, e in prior.done) <= disk_size
+        ):
+            f.journal = prior
+            resumed = prior.done.total
+        else:
+            ranged = f.journal.ranged if f.journal is not None else True
+            os.ftruncate(f.fd, 0)
+            f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
+        f.frontier = HashFrontier(f.fd)
+        self.emit(FileStarted(f.rel, f.size or 0, resumed))
+        return resumed
+
+    # ---- the pool ----------------------------------------------------------------------
+
+    async def _transfer(self, files: list[_File]) -> None:
+        for f in files:
+            self._files[f.rel] = f
+            self._enqueue(f)
+            self._check_complete(f)
+        workers = [asyncio.ensure_future(self._worker()) for _ in range(self.cfg.connections)]
+        journaler = asyncio.ensure_future(self._journal_loop())
+        waiting = asyncio.ensure_future(self._all_done(files))
+        try:
+            pending: set[asyncio.Future[None]] = {waiting, journaler, *workers}
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if self._fatal is not None:
+                    raise self._fatal
+                if waiting in done:
+                    break
+        finally:
+            for task in (*workers, journaler, waiting):
+                task.cancel()
+            await asyncio.gather(*workers, journaler, waiting, return_exceptions=True)
+
+    async def _all_done(self, files: list[_File]) -> None:
+        for f in files:
+            await f.done_event.wait()
+        # Let finalisers that signalled completion return before we leave.
+        if self._finalizers:
+            await asyncio.gather(*self._finalizers)
+
+    def _enqueue(self, f: _File) -> None:
+        assert f.journal is not None
+        for chunk in plan_file(f.rel, f.size or 0, f.done, self._chunk_size,
+                               ranged=f.journal.ranged):
+            self._queue.put_nowait(chunk)
+
+    async def _worker(self) -> None:
+        while True:
+            chunk = await self._queue.get()
+            f = self._files[chunk.rel]
+            if f.result is None:
+                await self._fetch_chunk(f, chunk)
+
+    async def _fetch_chunk(self, f: _File, chunk: Chunk) -> None:
+        generation = f.generation
+        attempt = 0
+        expired_streak = 0
+        while f.generation == generation and f.result is None:
+            assert f.journal is not None
+            if not f.journal.ranged and f.done.total and not _covers(f):
+                # No Range support: a cut-short whole GET can only start over from byte 0.
+                self._lose_progress(f)
+            whole = not f.journal.ranged or (chunk.whole and f.done.total == 0)
+            if whole:
+                if _covers(f):
+                    return
+                start, end = 0, f.size or 0
+            else:
+                gaps = f.done.gaps(chunk.start, chunk.end)
+                if not gaps:
+                    return
+                start, end = gaps[0]
+            url = await self.resolver.url_for(f.rel)
+            asked = Asked(start=start, end=end, size=f.size, ranged=not whole,
+                          validator=f.journal.etag)
+            before = f.fetched
+            try:
+                answer = await fetch_range(
+                    self._session_or_fail(), url, asked, f.fd,
+                    lambda off, n: self._on_bytes(f, generation, off, n),
+                    read_size=self.cfg.read_size,
+                )
+            except Abandon:
+                return
+            except NetworkError as exc:
+                if f.fetched > before:
+                    attempt = 0
+                await self._backoff(f, exc.reason, attempt, None, None)
+                attempt += 1
+                continue
+            except Rejected as exc:
+                await self._on_rejected(f, generation, exc)
+                if f.generation != generation:
+                    return
+                attempt += 1
+                continue
+            except StatusError as exc:
+                expired = await self._on_status_error(f, exc, url, attempt)
+                if expired:
+                    expired_streak += 1
+                    if expired_streak > self.cfg.max_expired_streak:
+                        self._fail(f, TransferFailed(
+                            f"{f.rel}: storage keeps answering {exc.status} after refreshes"))
+                        return
+                else:
+                    attempt += 1
+                continue
+            expired_streak = 0
+            if f.journal.etag is None and answer.etag:
+                f.journal.etag = answer.etag
+                f.journal.last_modified = answer.last_modified
+            if f.storage_sha is None:
+                f.storage_sha = storage_sha256(answer.headers)
+            if whole and f.size is None:
+                f.size = answer.written
+                f.journal.size = f.size
+            self._check_complete(f)
+
+    def _session_or_fail(self) -> aiohttp.ClientSession:
+        assert self._session is not None
+        return self._session
+
+    def _lose_progress(self, f: _File) -> None:
+        assert f.journal is not None
+        f.journal.done = RangeSet()
+        if f.frontier is not None:
+            f.frontier.cancel()
+        f.frontier = HashFrontier(f.fd)
+
+    def _on_bytes(self, f: _File, generation: int, offset: int, n: int) -> bool:
+        if f.generation != generation or f.result is not None:
+            return False
+        f.done.add(offset, offset + n)
+        f.fetched += n
+        f.unjournaled += n
+        self.resolver.note_progress()
+        self.emit(BytesReceived(f.rel, n))
+        if f.unjournaled >= self.cfg.journal_bytes:
+            self._journal_wakeup.set()
+        assert f.frontier is not None
+        prefix = f.done.prefix_end()
+        if prefix > f.frontier.offset:
+            f.frontier.advance(prefix)
+            if not f.header_checked and self.cfg.header_check is not None:
+                self._check_header(f, prefix)
+        return True
+
+    def _check_header(self, f: _File, prefix_end: int) -> None:
+        """Fail fast: judge a known format's header as soon as its bytes are on disk."""
+        assert self.cfg.header_check is not None
+        assert f.size is not None
+        want = min(prefix_end, 8 + 100_000_000)
+        try:
+            data = os.pread(f.fd, want, 0)
+            needed = self.cfg.header_check(f.rel, data, f.size)
+        except VerificationFailed as exc:
+            self._fail(f, exc)
+            return
+        if needed == 0 or needed > f.size:
+            f.header_checked = True
+
+    async def _on_rejected(self, f: _File, generation: int, exc: Rejected) -> None:
+        verdict = exc.decision.verdict
+        reason = exc.decision.reason
+        if verdict is Verdict.OBJECT_CHANGED:
+            await self._restart(f, f"object changed on the server ({reason})")
+        elif verdict is Verdict.NO_RANGE_SUPPORT:
+            assert f.journal is not None
+            f.journal.ranged = False
+            await self._restart(f, "the server ignores Range requests; fetching it whole",
+                                ranged=False)
+        elif verdict is Verdict.SIZE_MISMATCH:
+            self._fail(f, TransferFailed(f"{f.rel}: {reason}",
+                                         "the manifest and the stored object disagree"))
+        else:
+            f.bad_responses += 1
+            if f.bad_responses > self.cfg.max_bad_responses:
+                self._fail(f, TransferFailed(f"{f.rel}: storage keeps sending bad responses "
+                                             f"({reason})"))
+                return
+            await self._backoff(f, reason, min(f.bad_responses, 4), None, None)
+
+    async def _on_status_error(self, f: _File, exc: StatusError, url: str, attempt: int) -> bool:
+        """Handle a non-2xx answer; True when it was an expired URL (refreshed)."""
+        kind = storage_errors.classify_response(
+            exc.status, exc.body, exc.headers,
+            url_expired_by_clock=self.resolver.is_expired(f.rel),
+            can_refresh=self.resolver.can_refresh,
+        )
+        reason = storage_errors.describe(exc.status, exc.body)
+        if kind is storage_errors.StorageErrorKind.EXPIRED:
+            if not self.resolver.can_refresh:
+                self._fail(f, TransferFailed(
+                    f"{f.rel}: the URL has expired ({reason})",
+                    "get a fresh manifest and run again: finished bytes are kept"))
+                raise Abandon()
+            log.info("%s: URL expired (%s); refreshing the manifest", f.rel, reason)
+            await self.resolver.refresh(stale_url=url)
+            self.emit(ManifestRefreshed(False, self.resolver.refreshes))
+            return True
+        if kind is storage_errors.StorageErrorKind.RETRYABLE:
+            await self._backoff(f, reason, attempt, exc.status,
+                                exc.headers.get("Retry-After"))
+            return False
+        where = redact_url(url)
+        self._fail(f, TransferFailed(f"{f.rel}: storage refused it: {reason} ({where})"))
+        raise Abandon()
+
+    async def _backoff(self, f: _File, reason: str, attempt: int, status: int | None,
+                       retry_after: str | None) -> None:
+        delay = self.cfg.retry.delay(attempt, status=status, retry_after=retry_after,
+                                     now=datetime.now(timezone.utc), rng=self._rng)
+        if delay is None:
+            self._fail(f, TransferFailed(
+                f"{f.rel}: gave up after {attempt + 1} tries: {reason}",
+                "run the same command again to resume; finished bytes are kept"))
+            raise Abandon()
+        self.retries += 1
+        log.info("%s: %s; retrying in %.2fs", f.rel, reason, delay)
+        self.emit(Retrying(f.rel, reason, delay))
+        await self._sleep(delay)
+
+    async def _restart(self, f: _File, reason: str, *, ranged: bool = True) -> None:
+        """Throw away a file's bytes and start it over (the object it came from changed)."""
+        f.restarts += 1
+        self.restarts += 1
+        if f.restarts > self.cfg.max_file_restarts:
+            self._fail(f, TransferFailed(f"{f.rel}: restarted {f.restarts - 1} times: {reason}"))
+            return
+        assert f.journal is not None
+        lost = f.done.total
+        f.generation += 1
+        if f.frontier is not None:
+            f.frontier.cancel()
+        f.frontier = HashFrontier(f.fd)
+        f.header_checked = False
+        f.storage_sha = None
+        f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
+        await asyncio.to_thread(write_atomic, self.work.journal_path(f.rel), f.journal.to_json(),
+                                durable=False)
+        log.warning("%s: starting over: %s", f.rel, reason)
+        self.emit(FileRestarted(f.rel, reason, lost))
+        self._enqueue(f)
+
+    def _fail(self, f: _File, exc: WeightliftError) -> None:
+        if f.result is not None:
+            return
+        f.result = FileResult(f.rel, f.size or 0, None, "failed", f.fetched,
+                              exc.one_line(), exc.exit_code)
+        f.generation += 1
+        self.emit(FileFailed(f.rel, exc.one_line()))
+        f.done_event.set()
+        if isinstance(exc, DiskFull):
+            self._fatal = exc
+
+    # ---- completion --------------------------------------------------------------------
+
+    def _check_complete(self, f: _File) -> None:
+        if f.result is not None or f.finalizing or f.size is None:
+            return
+        if not f.done.covers(0, f.size):
+            return
+        f.finalizing = True
+        task = asyncio.ensure_future(self._finalize(f, f.generation))
+        self._finalizers.add(task)
+        task.add_done_callback(self._finalizers.discard)
+
+    async def _finalize(self, f: _File, generation: int) -> None:
+        assert f.frontier is not None
+        assert f.size is not None
+        assert f.journal is not None
+        try:
+            digest = await f.frontier.finish(f.size)
+            if f.generation != generation:
+                return
+            expected = f.expected_sha or f.storage_sha
+            if expected and digest != expected:
+                f.finalizing = False
+                what = "manifest" if f.expected_sha else "storage checksum"
+                await self._restart(f, f"sha256 differs from the {what}")
+                if f.result is not None and f.result.status == "failed":
+                    f.result = FileResult(
+                        f.rel, f.size, digest, "failed", f.fetched,
+                        f"{f.rel}: sha256 {digest[:12]}… differs from the {what}'s "
+                        f"{expected[:12]}… after {f.restarts - 1} retries", 1)
+                    f.done_event.set()
+                return
+            final = self.work.final_path(f.rel)
+            part = self.work.part_path(f.rel)
+            fd, f.fd = f.fd, -1
+            mtime_ns = await asyncio.to_thread(
+                finalize_part, fd, part, final, f.size, self.work.out_dir, self.cfg.durable)
+            source = redact_url(self.resolver.file(f.rel).url)
+            entry = FinishedEntry(f.rel, f.size, digest, f.journal.etag, source, mtime_ns)
+            await asyncio.to_thread(append_finished, self.work.finished_log, entry,
+                                    durable=self.cfg.durable)
+            _unlink(self.work.journal_path(f.rel))
+            f.result = FileResult(f.rel, f.size, digest, "downloaded", f.fetched)
+            self.emit(FileFinished(f.rel, f.size, digest))
+        except WeightliftError as exc:
+            self._fail(f, exc)
+            if isinstance(exc, DiskFull):
+                self._fatal = exc
+        finally:
+            if f.result is not None:
+                f.done_event.set()
+
+    # ---- journaling ----------------------------------------------------------------------
+
+    async def _journal_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._journal_wakeup.wait(), self.cfg.journal_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._journal_wakeup.clear()
+            await self._write_journals(min_bytes=1)
+
+    async def _write_journals(self, *, min_bytes: int) -> None:
+        """Sync the data, then write journals that claim only what was synced."""
+        batch: list[tuple[_File, int, bytes]] = []
+        for f in self._files.values():
+            if f.unjournaled >= min_bytes and f.result is None and f.fd >= 0 and f.journal:
+                # Snapshot before syncing: every byte claimed was pwritten before this point.
+                batch.append((f, f.generation, f.journal.to_json()))
+                f.unjournaled = 0
+        if not batch:
+            return
+
+        def flush() -> None:
+            for f, _, data in batch:
+                if self.cfg.durable and f.fd >= 0:
+                    try:
+                        os.fdatasync(f.fd)
+                    except OSError:
+                        continue
+                write_atomic(self.work.journal_path(f.rel), data, durable=False)
+
+        await asyncio.to_thread(flush)
+
+    async def _shutdown(self, files: list[_File]) -> None:
+        """On the way out (done, failed, cancelled): journal what is on disk, close files."""
+        for task in list(self._finalizers):
+            if not task.done():
+                try:
+                    await asyncio.shield(task)
+                except BaseException:  # noqa: BLE001 - recorded in the file result already
+                    pass
+        for f in files:
+            if f.frontier is not None:
+                f.frontier.cancel()
+            if f.fd >= 0 and f.journal is not None and f.result is None:
+                try:
+                    if self.cfg.durable:
+                        os.fdatasync(f.fd)
+                    write_atomic(self.work.journal_path(f.rel), f.journal.to_json(),
+                                 durable=self.cfg.durable)
+                except OSError as exc:
+                    log.warning("%s: could not save the journal: %s", f.rel, exc.strerror)
+            if f.fd >= 0:
+                os.close(f.fd)
+                f.fd = -1
+
+
+def _url(url: str) -> object:
+    from yarl import URL
+
+    return URL(url, encoded=True)
+
+
+def _covers(f: _File) -> bool:
+    return f.size is not None and f.journal is not None and f.journal.done.covers(0, f.size)
+
+
+def _unlink(path: os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _still_final(final: os.PathLike[str], entry: FinishedEntry, size: int | None,
+                 sha256: str | None) -> bool:
+    """Is the finished file still there and the same? Re-hash only if it was touched."""
+    try:
+        st = os.stat(final, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if st.st_size != entry.size or (size is not None and size != entry.size):
+        return False
+    if sha256 is not None and sha256 != entry.sha256:
+        return False
+    if st.st_mtime_ns == entry.mtime_ns:
+        return True
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(final, "rb") as fh:
+        while block := fh.read(4 << 20):
+            h.update(block)
+    return h.hexdigest() == entry.sha256

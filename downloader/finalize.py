@@ -1,0 +1,106 @@
+"""Part files on disk: open, preallocate, check free space, and the final atomic rename."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from weightlift.downloader.errors import DiskFull, TransferFailed, VerificationFailed
+from weightlift.downloader.workarea import WorkArea
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def open_part(path: Path) -> int:
+    """Open a part file for reading and writing at offsets, never through a symlink."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"no space left on {path.parent}") from None
+        raise TransferFailed(f"cannot open {path}: {exc.strerror}") from None
+
+
+def preallocate(fd: int, size: int, where: Path) -> None:
+    """Reserve the file's blocks up front: writes into a preallocated file are faster and a
+    full disk shows up now rather than mid-download. Filesystems without support are fine."""
+    if os.fstat(fd).st_size >= size and os.fstat(fd).st_blocks * 512 >= size:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"no space left on {where}: a file needs {_gib(size)}",
+                "free some space, then run the same command to resume",
+            ) from None
+        # EOPNOTSUPP/EINVAL: no fallocate here; extend the file sparsely instead.
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+
+
+def check_free_space(work: WorkArea, files: list[tuple[int, int]]) -> None:
+    """Fail up front when the remaining downloads cannot fit on the disk.
+
+    ``files`` holds (size, fd of its part file); blocks a part already owns need no new space.
+    """
+    needed = 0
+    for size, fd in files:
+        owned = os.fstat(fd).st_blocks * 512 if fd >= 0 else 0
+        needed += max(0, size - owned)
+    free = shutil.disk_usage(work.out_dir).free
+    if needed > free:
+        raise DiskFull(
+            f"no space left on {work.out_dir}: the download needs {_gib(needed)} more, "
+            f"{_gib(free)} is free",
+            "free some space or choose another output folder; nothing was fetched",
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def finalize_part(fd: int, part: Path, final: Path, size: int, out_dir: Path,
+                  durable: bool) -> int:
+    """Check the size, sync, and atomically rename the part to its final name.
+
+    Closes ``fd``. Returns the final file's mtime (ns), recorded so a later run can tell the
+    file was not touched since.
+    """
+    try:
+        actual = os.fstat(fd).st_size
+        if actual > size:
+            os.ftruncate(fd, size)  # preallocation on a filesystem that rounds up
+            actual = size
+        if actual != size:
+            raise VerificationFailed(f"{final.name}: {actual} bytes on disk, expected {size}")
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, final)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"no space left on {out_dir}") from None
+        raise TransferFailed(f"cannot move {final.name} into place: {exc.strerror}") from None
+    if durable:
+        _fsync_dir(final.parent)
+        _fsync_dir(part.parent)
+    os.chmod(final, 0o644)
+    return os.stat(final).st_mtime_ns

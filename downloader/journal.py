@@ -1,0 +1,118 @@
+"""Per-file journals (finished byte ranges + validator) and the finished-files log.
+
+The engine writes a journal only after the bytes it claims have been written to the part file
+(and, when durable, synced), always by write-temp-then-rename: a journal on disk never claims a
+byte that is not in the part file. A resume trusts nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weightlift.downloader.ranges import RangeSet
+
+JOURNAL_VERSION = 1
+
+
+@dataclass
+class JournalState:
+    rel: str
+    size: int
+    etag: str | None = None
+    last_modified: str | None = None
+    ranged: bool = True
+    done: RangeSet = field(default_factory=RangeSet)
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "version": JOURNAL_VERSION,
+            "rel": self.rel,
+            "size": self.size,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "ranged": self.ranged,
+            "done": [[s, e] for s, e in self.done],
+        }).encode()
+
+
+def load_journal(path: Path, rel: str, size: int | None) -> JournalState | None:
+    """The journal at ``path`` if it is readable and describes this rel (and size); else None."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    try:
+        if data.get("version") != JOURNAL_VERSION or data.get("rel") != rel:
+            return None
+        jsize = int(data["size"])
+        if size is not None and jsize != size:
+            return None
+        done = RangeSet()
+        for start, end in data.get("done", []):
+            start, end = int(start), int(end)
+            if 0 <= start <= end <= jsize:
+                done.add(start, end)
+        return JournalState(
+            rel=rel, size=jsize, etag=data.get("etag"), last_modified=data.get("last_modified"),
+            ranged=bool(data.get("ranged", True)), done=done,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
+    """Replace ``path`` with ``data``: temp file, optional fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class FinishedEntry:
+    rel: str
+    size: int
+    sha256: str
+    etag: str | None
+    source: str
+    mtime_ns: int
+
+
+def append_finished(path: Path, entry: FinishedEntry, *, durable: bool) -> None:
+    line = json.dumps(entry.__dict__) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, line.encode())
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_finished(path: Path) -> dict[str, FinishedEntry]:
+    """The finished log; a torn last line (kill -9 mid-append) is ignored."""
+    out: dict[str, FinishedEntry] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        try:
+            d = json.loads(line)
+            entry = FinishedEntry(
+                rel=str(d["rel"]), size=int(d["size"]), sha256=str(d["sha256"]),
+                etag=d.get("etag"), source=str(d.get("source", "")),
+                mtime_ns=int(d.get("mtime_ns", 0)),
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+        out[entry.rel] = entry
+    return out
