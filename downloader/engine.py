@@ -143,6 +143,7 @@ class _File:
     generation: int = 0
     restarts: int = 0
     bad_responses: int = 0
+    no_range_answers: int = 0
     fetched: int = 0
     unjournaled: int = 0
     header_checked: bool = False
@@ -176,6 +177,7 @@ class Engine:
         self._files: dict[str, _File] = {}
         self._queue: asyncio.Queue[Chunk] = asyncio.Queue()
         self._journal_wakeup = asyncio.Event()
+        self._journal_lock = asyncio.Lock()  # one writer at a time, in generation order
         self._finalizers: set[asyncio.Task[None]] = set()
         self._fatal: BaseException | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -259,7 +261,10 @@ class Engine:
 
         async def probe(f: _File) -> None:
             async with sem:
-                f.size, ranged = await self._probe(f)
+                try:
+                    f.size, ranged = await self._probe(f)
+                except Abandon:
+                    return
                 if not ranged:
                     f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=False)
 
@@ -358,7 +363,10 @@ class Engine:
             chunk = await self._queue.get()
             f = self._files[chunk.rel]
             if f.result is None:
-                await self._fetch_chunk(f, chunk)
+                try:
+                    await self._fetch_chunk(f, chunk)
+                except Abandon:
+                    pass  # the file failed or restarted; its result says why
 
     async def _fetch_chunk(self, f: _File, chunk: Chunk) -> None:
         generation = f.generation
@@ -388,6 +396,7 @@ class Engine:
                     self._session_or_fail(), url, asked, f.fd,
                     lambda off, n: self._on_bytes(f, generation, off, n),
                     read_size=self.cfg.read_size,
+                    same_object=lambda etag: self._same_object(f, etag),
                 )
             except Abandon:
                 return
@@ -428,6 +437,16 @@ class Engine:
     def _session_or_fail(self) -> aiohttp.ClientSession:
         assert self._session is not None
         return self._session
+
+    def _same_object(self, f: _File, etag: str | None) -> bool:
+        """The first ETag seen for a file is authoritative; any other means a new object."""
+        assert f.journal is not None
+        if etag is None:
+            return True
+        if f.journal.etag is None:
+            f.journal.etag = etag
+            return True
+        return f.journal.etag == etag
 
     def _lose_progress(self, f: _File) -> None:
         assert f.journal is not None
@@ -473,6 +492,10 @@ class Engine:
         reason = exc.decision.reason
         if verdict is Verdict.OBJECT_CHANGED:
             await self._restart(f, f"object changed on the server ({reason})")
+        elif verdict is Verdict.NO_RANGE_SUPPORT and f.no_range_answers < 2:
+            # One 200 to a Range request may be a hiccup (a proxy, a cache); retry first.
+            f.no_range_answers += 1
+            await self._backoff(f, reason, f.no_range_answers, None, None)
         elif verdict is Verdict.NO_RANGE_SUPPORT:
             assert f.journal is not None
             f.journal.ranged = False
@@ -545,8 +568,9 @@ class Engine:
         f.header_checked = False
         f.storage_sha = None
         f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
-        await asyncio.to_thread(write_atomic, self.work.journal_path(f.rel), f.journal.to_json(),
-                                durable=False)
+        async with self._journal_lock:
+            await asyncio.to_thread(write_atomic, self.work.journal_path(f.rel),
+                                    f.journal.to_json(), durable=False)
         log.warning("%s: starting over: %s", f.rel, reason)
         self.emit(FileRestarted(f.rel, reason, lost))
         self._enqueue(f)
@@ -637,7 +661,9 @@ class Engine:
             return
 
         def flush() -> None:
-            for f, _, data in batch:
+            for f, generation, data in batch:
+                if f.generation != generation:
+                    continue  # restarted meanwhile: this snapshot describes the old object
                 if self.cfg.durable and f.fd >= 0:
                     try:
                         os.fdatasync(f.fd)
@@ -645,7 +671,8 @@ class Engine:
                         continue
                 write_atomic(self.work.journal_path(f.rel), data, durable=False)
 
-        await asyncio.to_thread(flush)
+        async with self._journal_lock:
+            await asyncio.to_thread(flush)
 
     async def _shutdown(self, files: list[_File]) -> None:
         """On the way out (done, failed, cancelled): journal what is on disk, close files."""
@@ -658,7 +685,8 @@ class Engine:
         for f in files:
             if f.frontier is not None:
                 f.frontier.cancel()
-            if f.fd >= 0 and f.journal is not None and f.result is None:
+            landed = f.result is not None and f.result.status == "downloaded"
+            if f.fd >= 0 and f.journal is not None and not landed:
                 try:
                     if self.cfg.durable:
                         os.fdatasync(f.fd)

@@ -79,11 +79,13 @@ async def fetch_range(
     on_bytes: OnBytes,
     *,
     read_size: int = 1 << 20,
+    same_object: Callable[[str | None], bool] = lambda etag: True,
 ) -> Answer:
     """GET bytes [asked.start, asked.end) and pwrite them at their offsets in ``fd``.
 
     Writes only after the status and headers have been judged right; stops at the first byte
-    beyond what was asked. Raises NetworkError (retry), StatusError (classify), Rejected
+    beyond what was asked. ``same_object`` is asked about the response's ETag before writing.
+    Raises NetworkError (retry), StatusError (classify), Rejected
     (restart/retry), Abandon, or DiskFull/TransferFailed for local disk errors.
     """
     headers = {"Accept-Encoding": "identity"}
@@ -102,6 +104,9 @@ async def fetch_range(
                 raise StatusError(resp.status, resp_headers, body)
             if decision.verdict is not Verdict.WRITE:
                 raise Rejected(decision)
+            if not same_object(decision.etag):
+                # Requests sent before the first answer carried no If-Range: compare now.
+                raise Rejected(Decision(Verdict.OBJECT_CHANGED, "the object's ETag changed"))
             limit = asked.end if asked.size is not None or asked.ranged else None
             async for block in resp.content.iter_chunked(read_size):
                 if limit is not None and offset + len(block) > limit:

@@ -1,0 +1,162 @@
+"""Presigned URLs: SigV4-style and `expires` forms, forged and expired answers."""
+
+import asyncio
+import re
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from weightlift.emulator.signing import EXACT_EXPIRY, Signer, Verdict, host_of
+from weightlift.emulator.storage import StorageEmulator
+
+DATA = b"0123456789" * 100
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.25) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _params(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_s3v4_url_has_the_standard_query_parameters(storage):
+    url = storage.presign("dir/a.bin", lifetime=60, base_url="http://127.0.0.1:9000")
+    assert url.startswith("http://127.0.0.1:9000/weights/dir/a.bin?")
+    p = _params(url)
+    assert p["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+    assert re.fullmatch(r"[A-Z]+/\d{8}/us-east-1/s3/aws4_request", p["X-Amz-Credential"])
+    assert re.fullmatch(r"\d{8}T\d{6}Z", p["X-Amz-Date"])
+    assert p["X-Amz-SignedHeaders"] == "host"
+    assert re.fullmatch(r"[0-9a-f]{64}", p["X-Amz-Signature"])
+    assert 60 <= int(p["X-Amz-Expires"]) <= 61
+    assert "%2F" in urlsplit(url).query  # the credential's slashes are encoded, as S3 does
+
+
+def test_standard_fields_round_the_expiry_up_and_the_exact_one_is_kept():
+    clock = FakeClock(1_700_000_000.75)
+    emu = StorageEmulator(clock=clock)
+    p = _params(emu.presign("k", lifetime=0.5, base_url="http://h:1"))
+    assert p["X-Amz-Date"] == time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(1_700_000_000))
+    assert p["X-Amz-Expires"] == "2"  # 1_700_000_002 >= the exact 1_700_000_001.25
+    assert float(p[EXACT_EXPIRY]) == pytest.approx(1_700_000_001.25)
+    q = _params(emu.presign("k", lifetime=0.5, base_url="http://h:1", style="expires"))
+    assert q["expires"] == "1700000002"
+    assert set(q) == {"expires", EXACT_EXPIRY, "sig"}
+
+
+@pytest.mark.parametrize(("now", "verdict"), [
+    (1000.0, Verdict.OK), (1009.99, Verdict.OK), (1010.0, Verdict.EXPIRED)])
+def test_signer_judges_expiry_at_the_exact_instant(now, verdict):
+    s = Signer(b"k")
+    for style in ("s3v4", "expires"):
+        query = s.presign_query(raw_path="/b/x", host="h", now=1000.0, lifetime=10, style=style)
+        pairs = [tuple(kv.split("=", 1)) for kv in query.split("&")]
+        from urllib.parse import unquote
+        pairs = [(unquote(k), unquote(v)) for k, v in pairs]
+        assert s.check(method="GET", host="h", raw_path="/b/x", pairs=pairs, now=now).verdict \
+            is verdict
+
+
+def test_host_of_drops_default_ports():
+    assert host_of("http://127.0.0.1:80") == "127.0.0.1"
+    assert host_of("https://Example.com:443/") == "example.com"
+    assert host_of("http://127.0.0.1:8700") == "127.0.0.1:8700"
+
+
+@pytest.mark.parametrize("style", ["s3v4", "expires"])
+async def test_valid_url_serves_the_object(storage_server, fetch, style):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    ans = await fetch(storage_server.presign("a.bin", style=style))
+    assert ans.status == 200
+    assert ans.body == DATA
+
+
+def _tamper(url: str, name: str, value: str) -> str:
+    return re.sub(rf"([?&]{re.escape(name)}=)[^&]*", lambda m: m.group(1) + value, url)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda u: _tamper(u, "X-Amz-Signature", "0" * 64),
+    lambda u: _tamper(u, "X-Amz-Expires", "99999"),
+    lambda u: _tamper(u, EXACT_EXPIRY, "9999999999.0"),
+    lambda u: u.replace("/weights/a.bin", "/weights/b.bin"),  # a URL for another key
+    lambda u: u.split("?")[0],  # no auth at all
+    lambda u: re.sub(r"&X-Amz-Signature=[^&]*", "", u),
+    lambda u: u + "&extra=1",
+], ids=["signature", "expires", "exact-expiry", "other-key", "missing", "no-sig", "extra-param"])
+async def test_forged_urls_get_signature_does_not_match(storage_server, fetch, mutate):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    storage_server.emu.put_bytes("b.bin", DATA)
+    ans = await fetch(mutate(storage_server.presign("a.bin")))
+    assert ans.status == 403
+    assert ans.headers["Content-Type"].startswith("application/xml")
+    assert b"<Code>SignatureDoesNotMatch</Code>" in ans.body
+
+
+async def test_url_signed_for_another_host_is_forged(storage_server, fetch):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    port = storage_server.base_url.rsplit(":", 1)[1]
+    url = storage_server.emu.presign("a.bin", lifetime=60, base_url=f"http://localhost:{port}")
+    ans = await fetch(url.replace("localhost", "127.0.0.1"))
+    assert b"SignatureDoesNotMatch" in ans.body
+
+
+async def test_forged_plain_style_signature(storage_server, fetch):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    url = _tamper(storage_server.presign("a.bin", style="expires"), "expires", "9999999999")
+    ans = await fetch(url)
+    assert ans.status == 403
+    assert b"SignatureDoesNotMatch" in ans.body
+
+
+async def test_expired_url_answers_s3_access_denied(aiohttp_server, fetch):
+    clock = FakeClock()
+    emu = StorageEmulator(clock=clock)
+    emu.put_bytes("a.bin", DATA)
+    server = await aiohttp_server(emu.app)
+    url = emu.presign("a.bin", lifetime=30, base_url=f"http://{server.host}:{server.port}")
+    assert (await fetch(url)).status == 200
+    clock.now += 31
+    ans = await fetch(url)
+    assert ans.status == 403
+    assert ans.headers["Content-Type"].startswith("application/xml")
+    assert b"<Code>AccessDenied</Code><Message>Request has expired</Message>" in ans.body
+    assert re.search(rb"<X-Amz-Expires>3[01]</X-Amz-Expires>", ans.body)
+    assert emu.bytes_served("a.bin") == len(DATA)
+
+
+async def test_sub_second_lifetime_expires_for_real(storage_server, fetch):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    url = storage_server.presign("a.bin", lifetime=0.3)
+    assert (await fetch(url)).status == 200
+    await asyncio.sleep(0.35)
+    ans = await fetch(url)
+    assert ans.status == 403
+    assert b"Request has expired" in ans.body
+
+
+async def test_get_url_does_not_authorize_head_but_a_head_url_does(storage_server, fetch):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    assert (await fetch(storage_server.presign("a.bin"), method="HEAD")).status == 403
+    ans = await fetch(storage_server.presign("a.bin", method="HEAD"), method="HEAD")
+    assert ans.status == 200
+    assert int(ans.headers["Content-Length"]) == len(DATA)
+    plain = storage_server.presign("a.bin", style="expires")
+    assert (await fetch(plain, method="HEAD")).status == 200
+
+
+async def test_query_auth_plus_authorization_header_is_rejected_and_recorded(
+        storage_server, fetch):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    ans = await fetch(storage_server.presign("a.bin"), headers={"Authorization": "Bearer axom_x"})
+    assert ans.status == 400
+    assert b"Only one auth mechanism allowed" in ans.body
+    rec = storage_server.emu.requests[-1]
+    assert rec.headers["Authorization"] == "Bearer axom_x"
+    assert rec.status == 400
