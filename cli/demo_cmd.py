@@ -15,11 +15,15 @@ from weightlift.cli.progress import Progress, human_bytes
 from weightlift.downloader.manifest import Manifest, validate_manifest
 from weightlift.downloader.sources.local import ResolvedSource
 
-URL_LIFETIME = 3.0  # seconds: short enough that the demo shows refreshes happening
+URL_LIFETIME = 1.0  # seconds: short enough that the demo shows refreshes happening
+# Object stores cap each connection (S3: ~85-90 MB/s); a lower cap here makes the demo's
+# transfer last a few seconds, long enough for URLs to expire mid-pull.
+PER_CONNECTION_RATE = 10_000_000
 
 
 def run(args: argparse.Namespace) -> int:
     from weightlift.cli.pull_cmd import run_pull
+    from weightlift.emulator.faults import Fault
     from weightlift.emulator.model_gen import generate_checkpoint
     from weightlift.emulator.serve import ThreadedServer
     from weightlift.emulator.storage import StorageEmulator
@@ -34,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
         emu = StorageEmulator()
         for rel in model.files:
             emu.put_file(rel, bucket / rel)
+        emu.inject("*", Fault.throttle(PER_CONNECTION_RATE), times=1_000_000)
         with ThreadedServer(emu.app) as server:
             base = server.base_url
-            say(f"2/4 storage emulator on {base}; presigned URLs live {URL_LIFETIME:.0f}s")
+            say(f"2/4 storage emulator on {base}: presigned URLs live {URL_LIFETIME:.0f}s, "
+                f"each connection capped at {PER_CONNECTION_RATE / 1e6:.0f} MB/s")
 
             async def refresh() -> Manifest:
                 return validate_manifest(

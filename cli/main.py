@@ -126,17 +126,17 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         _setup_logging(args.verbose)
         if args.command == "pull":
-            from weightlift.cli import pull_cmd
+            from weightlift.cli.pull_cmd import run as run_pull
 
-            return pull_cmd.run(args)
+            return run_pull(args)
         if args.command == "verify":
-            from weightlift.cli import verify_cmd
+            from weightlift.cli.verify_cmd import run as run_verify
 
-            return verify_cmd.run(args)
+            return run_verify(args)
         if args.command == "demo":
-            from weightlift.cli import demo_cmd
+            from weightlift.cli.demo_cmd import run as run_demo
 
-            return demo_cmd.run(args)
+            return run_demo(args)
         build_parser().print_help(sys.stderr)
         return EXIT_USAGE
     except WeightliftError as exc:

@@ -90,7 +90,10 @@ class Progress:
         elif isinstance(event, FileFailed):
             self.say(f"{event.rel}: failed: {event.reason}")
         elif isinstance(event, ManifestRefreshed):
-            self.say("storage URLs expired: manifest refreshed")
+            if event.proactive:
+                self.say("presigned URLs about to expire: manifest refreshed ahead of time")
+            else:
+                self.say("storage said the URLs had expired: manifest refreshed")
         elif isinstance(event, Retrying):
             pass  # logged at INFO; a bar line per retry would drown the bars
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 import aiohttp
+from yarl import URL
 
 from weightlift.downloader import storage_errors
 from weightlift.downloader.errors import (
@@ -184,6 +185,8 @@ class Engine:
         self.retries = 0
         self.restarts = 0
         self._chunk_size = config.chunk_size or 0
+        resolver.on_refresh = lambda proactive: self.emit(
+            ManifestRefreshed(proactive, resolver.refreshes))
 
     # ---- setup -------------------------------------------------------------------------
 
@@ -482,7 +485,8 @@ class Engine:
             data = os.pread(f.fd, want, 0)
             needed = self.cfg.header_check(f.rel, data, f.size)
         except VerificationFailed as exc:
-            self._fail(f, exc)
+            self._fail(f, VerificationFailed(f"{f.rel}: broken safetensors header: {exc.message}",
+                                             "this file can never load; nothing more was fetched"))
             return
         if needed == 0 or needed > f.size:
             f.header_checked = True
@@ -528,11 +532,12 @@ class Engine:
                 raise Abandon()
             log.info("%s: URL expired (%s); refreshing the manifest", f.rel, reason)
             await self.resolver.refresh(stale_url=url)
-            self.emit(ManifestRefreshed(False, self.resolver.refreshes))
             return True
         if kind is storage_errors.StorageErrorKind.RETRYABLE:
-            await self._backoff(f, reason, attempt, exc.status,
-                                exc.headers.get("Retry-After"))
+            # A retryable answer outside the policy's status list is retried like a network
+            # error rather than given up on at once.
+            status = exc.status if self.cfg.retry.is_retryable_status(exc.status) else None
+            await self._backoff(f, reason, attempt, status, exc.headers.get("Retry-After"))
             return False
         where = redact_url(url)
         self._fail(f, TransferFailed(f"{f.rel}: storage refused it: {reason} ({where})"))
@@ -699,9 +704,7 @@ class Engine:
                 f.fd = -1
 
 
-def _url(url: str) -> object:
-    from yarl import URL
-
+def _url(url: str) -> URL:
     return URL(url, encoded=True)
 
 

@@ -44,6 +44,8 @@ class ManifestResolver:
         self._inflight: asyncio.Task[None] | None = None
         self.refreshes = 0
         self._idle_refreshes = 0
+        # Told after every refresh (True when it was ahead of expiry), e.g. to show progress.
+        self.on_refresh: Callable[[bool], None] = lambda proactive: None
         self._install(manifest)
 
     @property
@@ -116,6 +118,7 @@ class ManifestResolver:
         log.info("manifest refreshed (%s); %d files", "ahead of expiry" if proactive else
                  "storage said expired", len(new.files))
         self._install(new)
+        self.on_refresh(proactive)
 
 
 def check_same_files(old: Manifest, new: Manifest) -> None:

@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, unquote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from weightlift.emulator.faults import ANY_KEY, Exchange, Fault, FaultPlan
 from weightlift.emulator.http_range import Selection, if_range_holds, select, shifted, whole
@@ -65,7 +66,7 @@ class RequestRecord:
     path: str
     query: dict[str, str]
     range_header: str | None
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive: `"authorization" in rec.headers` works
     time: float
     status: int = 0
     bytes_sent: int = 0
@@ -298,7 +299,7 @@ class StorageEmulator:
         rec = RequestRecord(
             method=request.method, key=key or "", path=raw_path,
             query=dict(request.rel_url.query), range_header=request.headers.get("Range"),
-            headers=dict(request.headers), time=self.clock())
+            headers=CIMultiDict(request.headers), time=self.clock())
         self.requests.append(rec)
         try:
             return await self._answer(request, rec, key)

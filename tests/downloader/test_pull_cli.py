@@ -118,3 +118,75 @@ def test_kill_9_mid_download_then_resume_refetches_little(threaded_storage, tmp_
     # Everything served before the kill, minus what was in flight, must not come again.
     assert served_before + refetched <= size * 1.10, (served_before, refetched)
     print(f"served before kill {served_before}, after {refetched}, size {size}")
+
+
+def test_broken_safetensors_header_stops_early_with_exit_1(threaded_storage, tmp_path):
+    from weightlift.emulator.model_gen import write_safetensors
+
+    good = tmp_path / "good.safetensors"
+    write_safetensors(good, {"w": ("F32", [4 * MiB], bytes(16 * MiB))})
+    raw = bytearray(good.read_bytes())
+    raw[raw.index(b'"F32"'):raw.index(b'"F32"') + 5] = b'"XXX"'  # unknown dtype
+    threaded_storage.emu.put_bytes("model.safetensors", bytes(raw))
+    threaded_storage.emu.inject("model.safetensors", Fault.throttle(4 * MiB), times=10_000)
+    m = _manifest(threaded_storage, {"model.safetensors": bytes(raw)}, tmp_path / "m.json")
+    out = _weightlift("pull", m, "-o", str(tmp_path / "out"), "--connections", "2",
+                      "--chunk-size", "1M")
+    assert out.returncode == 1, out.stderr
+    assert "model.safetensors: broken safetensors header" in out.stderr
+    assert "XXX" in out.stderr
+    assert "Traceback" not in out.stderr
+    # It stopped after the header, not after 16 MiB.
+    assert threaded_storage.emu.total_bytes_served < 6 * MiB
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_exits_130_and_keeps_state(threaded_storage, tmp_path, sig):
+    size = 32 * MiB
+    data = _data(size, 4)
+    threaded_storage.emu.put_bytes("a.bin", data)
+    threaded_storage.emu.inject("a.bin", Fault.throttle(4 * MiB), times=10_000)
+    m = _manifest(threaded_storage, {"a.bin": data}, tmp_path / "m.json")
+    out_dir = tmp_path / "out"
+    cmd = [sys.executable, "-m", "weightlift.cli", "pull", m, "-o", str(out_dir),
+           "--connections", "2", "--chunk-size", "2M"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while threaded_storage.emu.total_bytes_served < 4 * MiB and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "resume" in err
+    assert "Traceback" not in err
+    journals = list((out_dir / ".weightlift" / "parts").glob("*.journal"))
+    assert journals, "the journal must be saved on interrupt"
+    threaded_storage.emu.clear_faults()
+    before = threaded_storage.emu.total_bytes_served
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (out_dir / "a.bin").read_bytes() == data
+    assert before + (threaded_storage.emu.total_bytes_served - before) <= size * 1.10
+
+
+def test_not_enough_disk_fails_up_front_with_exit_3(threaded_storage, tmp_path):
+    threaded_storage.emu.put_bytes("a.bin", b"x" * 10)
+    huge = 1 << 60
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"files": [
+        {"rel": "a.bin", "size": huge, "url": threaded_storage.presign("a.bin")}]}))
+    out = _weightlift("pull", str(path), "-o", str(tmp_path / "out"))
+    assert out.returncode == 3, out.stderr
+    assert "no space left" in out.stderr
+    assert "nothing was fetched" in out.stderr
+    assert threaded_storage.emu.total_bytes_served == 0
+
+
+def test_demo_runs_the_whole_flow(tmp_path):
+    out = _weightlift("demo", "-o", str(tmp_path / "model"), "--size", "32M")
+    assert out.returncode == 0, out.stderr
+    assert "4/4 verified" in out.stderr
+    assert (tmp_path / "model" / ".weightlift" / "receipt.json").exists()
+    check = _weightlift("verify", str(tmp_path / "model"))
+    assert check.returncode == 0, check.stderr

@@ -158,5 +158,5 @@ async def test_query_auth_plus_authorization_header_is_rejected_and_recorded(
     assert ans.status == 400
     assert b"Only one auth mechanism allowed" in ans.body
     rec = storage_server.emu.requests[-1]
-    assert rec.headers["Authorization"] == "Bearer axom_x"
+    assert rec.headers["authorization"] == "Bearer axom_x"  # case-insensitive
     assert rec.status == 400
