@@ -14,9 +14,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from weightlift.downloader.errors import (
     EXIT_INTERRUPTED,
+    EXIT_TRANSFER_FAILED,
     EXIT_USAGE,
     UsageError,
     WeightliftError,
+    scrub,
 )
 
 
@@ -146,6 +148,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         print("weightlift: interrupted; progress is kept, run the same command to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug of ours still gets one clean line
+        if os.environ.get("WEIGHTLIFT_TRACEBACK"):
+            raise
+        print(f"weightlift: internal error: {type(exc).__name__}: {scrub(str(exc))[:300]} "
+              "(progress is kept; run again to resume, and please report this with "
+              "WEIGHTLIFT_TRACEBACK=1 output)", file=sys.stderr)
+        return EXIT_TRANSFER_FAILED
 
 
 def main() -> None:

@@ -7,7 +7,10 @@ URL's query string or an API key: build them with ``redact_url``.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*", re.IGNORECASE)
 
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
@@ -80,3 +83,8 @@ def redact_url(url: str) -> str:
         netloc += f":{parts.port}"
     query = "…" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def scrub(text: str) -> str:
+    """Remove the query string of every URL in free text (for messages we did not write)."""
+    return _URL_QUERY.sub(lambda m: m.group(1) + "?…", text)

@@ -110,3 +110,14 @@ def test_urls_are_named_by_their_last_segment():
     assert all(f.size is None for f in m.files)
     with pytest.raises(BadManifest):
         manifest_from_urls(["https://h/"])
+
+
+def test_scrub_removes_every_query_string():
+    from weightlift.downloader.errors import redact_url, scrub
+
+    text = "GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abc&x=1 failed; http://h/p?sig=zz."
+    out = scrub(text)
+    assert "abc" not in out
+    assert "sig=zz" not in out
+    assert "https://b.s3.amazonaws.com/k?…" in out
+    assert redact_url("https://user:pw@h:8080/p?se=2026&sig=x") == "https://h:8080/p?…"
