@@ -344,9 +344,7 @@ class Engine:
                 if waiting in done:
                     break
         finally:
-            for task in (*workers, journaler, waiting):
-                task.cancel()
-            await asyncio.gather(*workers, journaler, waiting, return_exceptions=True)
+            await _cancel_all([*workers, journaler, waiting])
 
     async def _all_done(self, files: list[_File]) -> None:
         for f in files:
@@ -370,6 +368,10 @@ class Engine:
                     await self._fetch_chunk(f, chunk)
                 except Abandon:
                     pass  # the file failed or restarted; its result says why
+                except DiskFull:
+                    raise  # no file can make progress: stop the pull, keep the state
+                except WeightliftError as exc:
+                    self._fail(f, exc)  # this file cannot be fetched; the others go on
 
     async def _fetch_chunk(self, f: _File, chunk: Chunk) -> None:
         generation = f.generation
@@ -459,7 +461,7 @@ class Engine:
         f.frontier = HashFrontier(f.fd)
 
     def _on_bytes(self, f: _File, generation: int, offset: int, n: int) -> bool:
-        if f.generation != generation or f.result is not None:
+        if f.generation != generation:
             return False
         f.done.add(offset, offset + n)
         f.fetched += n
@@ -486,7 +488,8 @@ class Engine:
             needed = self.cfg.header_check(f.rel, data, f.size)
         except VerificationFailed as exc:
             self._fail(f, VerificationFailed(f"{f.rel}: broken safetensors header: {exc.message}",
-                                             "this file can never load; nothing more was fetched"))
+                                             "this file can never load; nothing more was fetched"),
+                       stop_inflight=True)
             return
         if needed == 0 or needed > f.size:
             f.header_checked = True
@@ -580,12 +583,15 @@ class Engine:
         self.emit(FileRestarted(f.rel, reason, lost))
         self._enqueue(f)
 
-    def _fail(self, f: _File, exc: WeightliftError) -> None:
+    def _fail(self, f: _File, exc: WeightliftError, *, stop_inflight: bool = False) -> None:
+        """Mark a file failed: no new requests for it. Requests already streaming go on
+        writing (their bytes are journaled for the resume) unless ``stop_inflight``."""
         if f.result is not None:
             return
         f.result = FileResult(f.rel, f.size or 0, None, "failed", f.fetched,
                               exc.one_line(), exc.exit_code)
-        f.generation += 1
+        if stop_inflight:
+            f.generation += 1
         self.emit(FileFailed(f.rel, exc.one_line()))
         f.done_event.set()
         if isinstance(exc, DiskFull):
@@ -647,10 +653,7 @@ class Engine:
 
     async def _journal_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._journal_wakeup.wait(), self.cfg.journal_interval)
-            except asyncio.TimeoutError:
-                pass
+            await _wait_event(self._journal_wakeup, self.cfg.journal_interval)
             self._journal_wakeup.clear()
             await self._write_journals(min_bytes=1)
 
@@ -658,7 +661,8 @@ class Engine:
         """Sync the data, then write journals that claim only what was synced."""
         batch: list[tuple[_File, int, bytes]] = []
         for f in self._files.values():
-            if f.unjournaled >= min_bytes and f.result is None and f.fd >= 0 and f.journal:
+            landed = f.result is not None and f.result.status == "downloaded"
+            if f.unjournaled >= min_bytes and not landed and f.fd >= 0 and f.journal:
                 # Snapshot before syncing: every byte claimed was pwritten before this point.
                 batch.append((f, f.generation, f.journal.to_json()))
                 f.unjournaled = 0
@@ -706,6 +710,29 @@ class Engine:
 
 def _url(url: str) -> URL:
     return URL(url, encoded=True)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds (without asyncio.wait_for, which can
+    swallow a cancellation on Python <= 3.11)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
+async def _cancel_all(tasks: list[asyncio.Future[None]]) -> None:
+    """Cancel tasks and wait until every one has finished, re-cancelling any that lost the
+    request (a library swallowing CancelledError must not hang the pull)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warnings
 
 
 def _covers(f: _File) -> bool:

@@ -170,7 +170,9 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 async def _read_error_body(resp: aiohttp.ClientResponse) -> bytes:
+    # No asyncio.wait_for here: on Python <= 3.11 it can swallow a cancellation that races
+    # with the read finishing. The session's sock_read timeout already bounds a stalled body.
     try:
-        return await asyncio.wait_for(resp.content.read(ERROR_BODY_LIMIT), timeout=10)
+        return await resp.content.read(ERROR_BODY_LIMIT)
     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
         return b""
