@@ -237,6 +237,8 @@ class Engine:
                         preallocate(f.fd, f.size, self.work.out_dir)
                 self.emit(PullStarted(len(manifest.files),
                                       manifest.known_bytes or total + resumed, resumed))
+                for f in todo:
+                    self.emit(FileStarted(f.rel, f.size or 0, f.done.total))
                 await self._transfer(todo)
             finally:
                 self._session = None
@@ -319,7 +321,6 @@ class Engine:
             os.ftruncate(f.fd, 0)
             f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
         f.frontier = HashFrontier(f.fd)
-        self.emit(FileStarted(f.rel, f.size or 0, resumed))
         return resumed
 
     # ---- the pool ----------------------------------------------------------------------
@@ -429,8 +430,7 @@ class Engine:
                     attempt += 1
                 continue
             expired_streak = 0
-            if f.journal.etag is None and answer.etag:
-                f.journal.etag = answer.etag
+            if f.journal.last_modified is None:
                 f.journal.last_modified = answer.last_modified
             if f.storage_sha is None:
                 f.storage_sha = storage_sha256(answer.headers)
@@ -638,7 +638,8 @@ class Engine:
             entry = FinishedEntry(f.rel, f.size, digest, f.journal.etag, source, mtime_ns)
             await asyncio.to_thread(append_finished, self.work.finished_log, entry,
                                     durable=self.cfg.durable)
-            _unlink(self.work.journal_path(f.rel))
+            async with self._journal_lock:  # after any flush that snapshotted this file
+                _unlink(self.work.journal_path(f.rel))
             f.result = FileResult(f.rel, f.size, digest, "downloaded", f.fetched)
             self.emit(FileFinished(f.rel, f.size, digest))
         except WeightliftError as exc:
@@ -671,9 +672,9 @@ class Engine:
 
         def flush() -> None:
             for f, generation, data in batch:
-                if f.generation != generation:
-                    continue  # restarted meanwhile: this snapshot describes the old object
-                if self.cfg.durable and f.fd >= 0:
+                if f.generation != generation or f.fd < 0:
+                    continue  # restarted (old object) or finalised meanwhile: nothing to claim
+                if self.cfg.durable:
                     try:
                         os.fdatasync(f.fd)
                     except OSError:

@@ -603,10 +603,12 @@ async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or less if `event` is set (server shutting down)."""
     if seconds <= 0:
         return
+    # Not asyncio.wait_for: on Python <= 3.11 it can swallow a cancellation (shutdown hang).
+    waiter = asyncio.ensure_future(event.wait())
     try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -64,9 +64,14 @@ async def test_parallel_ranges_reassemble_byte_identical(storage_server, tmp_pat
     files = {"big.safetensors.bin": _data(3 * MiB + 17), "sub/small.json": b'{"a": 1}',
              "empty": b""}
     _put(storage_server, files)
-    result = await pull(_source(storage_server, files, sha=True), tmp_path, FAST)
+    events = []
+    result = await pull(_source(storage_server, files, sha=True), tmp_path, FAST, events.append)
     assert result.ok, result.files
     _assert_landed(tmp_path, files)
+    kinds = [type(e).__name__ for e in events]
+    # The renderer learns the file count before the first file starts.
+    assert kinds.index("PullStarted") < kinds.index("FileStarted")
+    assert kinds.count("FileFinished") == 3
     ranged = [r for r in storage_server.emu.requests if r.range_header]
     assert len(ranged) >= 12  # the big file really was split
     assert result.bytes_fetched == sum(len(d) for d in files.values())

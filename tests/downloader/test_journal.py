@@ -96,3 +96,13 @@ def test_progress_bars_on_a_tty_and_lines_otherwise():
     p(PullStarted(files=1, total_bytes=1, resumed_bytes=0))
     p.close()
     assert quiet.getvalue() == ""
+
+
+def test_many_files_get_one_total_bar_not_a_bar_each():
+    tty = _TTY()
+    p = Progress(quiet=False, stream=tty)
+    p(PullStarted(files=50, total_bytes=50, resumed_bytes=0))
+    for i in range(50):
+        p(FileStarted(f"f{i}", 1, 0))
+    assert p._bars == {}
+    p.close()
