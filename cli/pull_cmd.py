@@ -17,6 +17,7 @@ from weightlift.downloader.errors import (
     EXIT_OK,
     EXIT_TRANSFER_FAILED,
     EXIT_VERIFY_FAILED,
+    WeightliftError,
 )
 from weightlift.downloader.planner import DEFAULT_CONNECTIONS
 from weightlift.downloader.pull import pull
@@ -88,8 +89,8 @@ def run_pull(source: ResolvedSource, out: Path, args: argparse.Namespace,
     code = EXIT_OK
     failed = [f for f in result.files if f.status == "failed"]
     if failed:
-        code = min(f.exit_code for f in failed) if any(
-            f.exit_code == EXIT_VERIFY_FAILED for f in failed) else EXIT_TRANSFER_FAILED
+        # A file that can never be right (1) outranks bad input (2) and transfer trouble (3).
+        code = min(f.exit_code or EXIT_TRANSFER_FAILED for f in failed)
         for f in failed:
             print(f"weightlift: error: {f.error}", file=sys.stderr)
         report["ok"] = False
@@ -146,9 +147,14 @@ def pull_report(result: PullResult, out: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = resolve_local(args.sources)
-    progress = Progress(quiet=args.quiet or args.json)
-    code, report = run_pull(source, Path(args.output), args, progress)
+    try:
+        source = resolve_local(args.sources)
+        progress = Progress(quiet=args.quiet or args.json)
+        code, report = run_pull(source, Path(args.output), args, progress)
+    except WeightliftError as exc:
+        if args.json:  # still exactly one JSON document for a CI gate to parse
+            print(json.dumps({"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code}))
+        raise
     if args.json:
         print(json.dumps(report, indent=1))
     return code

@@ -176,8 +176,10 @@ def test_not_enough_disk_fails_up_front_with_exit_3(threaded_storage, tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"files": [
         {"rel": "a.bin", "size": huge, "url": threaded_storage.presign("a.bin")}]}))
-    out = _weightlift("pull", str(path), "-o", str(tmp_path / "out"))
+    out = _weightlift("pull", str(path), "-o", str(tmp_path / "out"), "--json")
     assert out.returncode == 3, out.stderr
+    assert json.loads(out.stdout) == {"ok": False, "exit_code": 3,
+                                      "error": out.stderr.split("error: ", 1)[1].strip()}
     assert "no space left" in out.stderr
     assert "nothing was fetched" in out.stderr
     assert threaded_storage.emu.total_bytes_served == 0
