@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import aiohttp
 from yarl import URL
@@ -48,9 +49,10 @@ from weightlift.downloader.fetch import (
 )
 from weightlift.downloader.finalize import (
     check_free_space,
-    finalize_part,
+    move_into_place,
     open_part,
     preallocate,
+    seal_part,
 )
 from weightlift.downloader.hashing import HashFrontier
 from weightlift.downloader.journal import (
@@ -180,7 +182,8 @@ class Engine:
         self._journal_wakeup = asyncio.Event()
         self._journal_lock = asyncio.Lock()  # one writer at a time, in generation order
         self._finalizers: set[asyncio.Task[None]] = set()
-        self._fatal: BaseException | None = None
+        # Set when the pull cannot go on (disk full, a finaliser crashed): the pool stops.
+        self._crash: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.retries = 0
         self.restarts = 0
@@ -200,10 +203,15 @@ class Engine:
         for mf in manifest.files:
             final = self.work.final_path(mf.rel)
             entry = finished.get(mf.rel)
-            if entry is not None and await asyncio.to_thread(_still_final, final, entry, mf.size,
-                                                               mf.sha256):
+            if entry is not None and await asyncio.to_thread(
+                _still_final, final, entry, mf.size, mf.sha256
+            ) or entry is not None and await asyncio.to_thread(
+                self._recover_sealed, mf.rel, final, entry
+            ):
                 results[mf.rel] = FileResult(mf.rel, entry.size, entry.sha256,
                                              "already-complete")
+                # A kill after the rename can leave the journal behind; it is done with.
+                _unlink(self.work.journal_path(mf.rel))
                 resumed += entry.size
                 self.emit(FileFinished(mf.rel, entry.size, entry.sha256, skipped=True))
                 continue
@@ -244,7 +252,6 @@ class Engine:
                 self._session = None
                 await self._shutdown(todo)
         for f in todo:
-            assert f.result is not None or self._fatal is not None
             if f.result is not None:
                 results[f.rel] = f.result
         ordered = [results[mf.rel] for mf in manifest.files if mf.rel in results]
@@ -256,6 +263,19 @@ class Engine:
             retries=self.retries,
             restarts=self.restarts,
         )
+
+    def _recover_sealed(self, rel: str, final: Path, entry: FinishedEntry) -> bool:
+        """A file logged as finished whose rename a kill interrupted: its sealed part is still
+        in the work area, untouched since (same size and mtime). Move it into place."""
+        part = self.work.part_path(rel)
+        try:
+            st = os.stat(part, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+            return False
+        move_into_place(part, final, self.work.out_dir, self.cfg.durable)
+        return True
 
     async def _probe_sizes(self, files: list[_File]) -> None:
         """Learn the size of files whose source does not state it (plain URLs)."""
@@ -333,19 +353,38 @@ class Engine:
         workers = [asyncio.ensure_future(self._worker()) for _ in range(self.cfg.connections)]
         journaler = asyncio.ensure_future(self._journal_loop())
         waiting = asyncio.ensure_future(self._all_done(files))
+        crash = self._crash_future()
         try:
-            pending: set[asyncio.Future[None]] = {waiting, journaler, *workers}
+            pending: set[asyncio.Future[None]] = {waiting, journaler, crash, *workers}
             while True:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
-                if self._fatal is not None:
-                    raise self._fatal
                 if waiting in done:
                     break
         finally:
             await _cancel_all([*workers, journaler, waiting])
+            if not crash.done():
+                crash.cancel()
+            elif not crash.cancelled():
+                crash.exception()  # retrieved here if the loop ended for another reason
+
+    def _crash_future(self) -> asyncio.Future[None]:
+        if self._crash is None:
+            self._crash = asyncio.get_running_loop().create_future()
+        return self._crash
+
+    def _stop_pull(self, exc: BaseException) -> None:
+        """Stop everything: the first fatal error wins and is raised by the pool."""
+        crash = self._crash_future()
+        if not crash.done():
+            crash.set_exception(exc)
+
+    def _finalizer_done(self, task: asyncio.Task[None]) -> None:
+        self._finalizers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._stop_pull(task.exception())  # type: ignore[arg-type]
 
     async def _all_done(self, files: list[_File]) -> None:
         for f in files:
@@ -595,7 +634,7 @@ class Engine:
         self.emit(FileFailed(f.rel, exc.one_line()))
         f.done_event.set()
         if isinstance(exc, DiskFull):
-            self._fatal = exc
+            self._stop_pull(exc)
 
     # ---- completion --------------------------------------------------------------------
 
@@ -607,7 +646,7 @@ class Engine:
         f.finalizing = True
         task = asyncio.ensure_future(self._finalize(f, f.generation))
         self._finalizers.add(task)
-        task.add_done_callback(self._finalizers.discard)
+        task.add_done_callback(self._finalizer_done)
 
     async def _finalize(self, f: _File, generation: int) -> None:
         assert f.frontier is not None
@@ -632,20 +671,21 @@ class Engine:
             final = self.work.final_path(f.rel)
             part = self.work.part_path(f.rel)
             fd, f.fd = f.fd, -1
-            mtime_ns = await asyncio.to_thread(
-                finalize_part, fd, part, final, f.size, self.work.out_dir, self.cfg.durable)
+            mtime_ns = await asyncio.to_thread(seal_part, fd, f.size, f.rel, self.cfg.durable)
+            # Log before the rename: a kill in between leaves a logged file whose final name is
+            # missing, and the next run re-finalises it from its complete journal, no network.
             source = redact_url(self.resolver.file(f.rel).url)
             entry = FinishedEntry(f.rel, f.size, digest, f.journal.etag, source, mtime_ns)
             await asyncio.to_thread(append_finished, self.work.finished_log, entry,
                                     durable=self.cfg.durable)
+            await asyncio.to_thread(move_into_place, part, final, self.work.out_dir,
+                                    self.cfg.durable)
             async with self._journal_lock:  # after any flush that snapshotted this file
                 _unlink(self.work.journal_path(f.rel))
             f.result = FileResult(f.rel, f.size, digest, "downloaded", f.fetched)
             self.emit(FileFinished(f.rel, f.size, digest))
         except WeightliftError as exc:
             self._fail(f, exc)
-            if isinstance(exc, DiskFull):
-                self._fatal = exc
         finally:
             if f.result is not None:
                 f.done_event.set()

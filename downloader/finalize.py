@@ -74,12 +74,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def finalize_part(fd: int, part: Path, final: Path, size: int, out_dir: Path,
-                  durable: bool) -> int:
-    """Check the size, sync, and atomically rename the part to its final name.
+def seal_part(fd: int, size: int, name: str, durable: bool) -> int:
+    """Check the part's size, make it readable, sync it, close ``fd``; returns its mtime (ns).
 
-    Closes ``fd``. Returns the final file's mtime (ns), recorded so a later run can tell the
-    file was not touched since.
+    The mtime survives the rename, so it can be logged before the file moves into place.
     """
     try:
         actual = os.fstat(fd).st_size
@@ -87,11 +85,17 @@ def finalize_part(fd: int, part: Path, final: Path, size: int, out_dir: Path,
             os.ftruncate(fd, size)  # preallocation on a filesystem that rounds up
             actual = size
         if actual != size:
-            raise VerificationFailed(f"{final.name}: {actual} bytes on disk, expected {size}")
+            raise VerificationFailed(f"{name}: {actual} bytes on disk, expected {size}")
+        os.fchmod(fd, 0o644)
         if durable:
             os.fsync(fd)
+        return os.fstat(fd).st_mtime_ns
     finally:
         os.close(fd)
+
+
+def move_into_place(part: Path, final: Path, out_dir: Path, durable: bool) -> None:
+    """Atomically rename a sealed part to its final name and make the rename durable."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
@@ -102,5 +106,3 @@ def finalize_part(fd: int, part: Path, final: Path, size: int, out_dir: Path,
     if durable:
         _fsync_dir(final.parent)
         _fsync_dir(part.parent)
-    os.chmod(final, 0o644)
-    return os.stat(final).st_mtime_ns

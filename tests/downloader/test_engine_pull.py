@@ -257,3 +257,28 @@ async def test_symlink_planted_in_output_is_not_followed(storage_server, tmp_pat
     with pytest.raises(BadManifest, match="symlink"):
         await pull(_source(storage_server, files), out, FAST)
     assert list(outside.iterdir()) == []
+
+
+async def test_kill_between_log_and_rename_recovers_without_network(storage_server, tmp_path,
+                                                                      monkeypatch):
+    import weightlift.downloader.engine as engine_mod
+
+    files = {"a.bin": _data(MiB, 6)}
+    _put(storage_server, files)
+
+    class Killed(BaseException):
+        """Stands in for kill -9 right before the rename (nothing of ours catches it)."""
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(engine_mod, "move_into_place", killed)
+    with pytest.raises(Killed):
+        await pull(_source(storage_server, files), tmp_path, FAST)
+    assert not (tmp_path / "a.bin").exists()
+    monkeypatch.undo()
+    served = storage_server.emu.total_bytes_served
+    result = await pull(_source(storage_server, files), tmp_path, FAST)
+    assert [f.status for f in result.files] == ["already-complete"]
+    assert storage_server.emu.total_bytes_served == served
+    _assert_landed(tmp_path, files)
