@@ -1,5 +1,6 @@
 """Shared fixtures: the storage emulator, served in-loop or from a background thread."""
 
+import faulthandler
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -30,3 +31,12 @@ def threaded_storage(storage: StorageEmulator) -> Iterator[StorageEndpoint]:
     """`storage` served from a background thread, for tests that run `weightlift` as a child."""
     with ThreadedStorage(storage) as srv:
         yield srv.endpoint
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog() -> Iterator[None]:
+    """A test that runs past 120 s dumps every thread's stack and ends the run: a hang
+    shows where it is instead of eating CI's time (stdlib only, no plugin)."""
+    faulthandler.dump_traceback_later(120, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
