@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from weightlift.downloader.errors import BadManifest, redact_url
+from weightlift.downloader.strict_json import StrictJSONError, loads_strict
 
 # Our own state lives under this name in the output folder; a manifest may not claim it.
 WORK_DIR_NAME = ".weightlift"
@@ -203,19 +204,12 @@ def parse_manifest(text: str | bytes) -> Manifest:
         except UnicodeDecodeError:
             raise BadManifest("bad manifest: not valid UTF-8") from None
 
-    def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise BadManifest(f"bad manifest: duplicate JSON key {k!r}")
-            out[k] = v
-        return out
-
-    def no_constants(name: str) -> Any:
-        raise BadManifest(f"bad manifest: {name} is not valid JSON")
-
     try:
-        data = json.loads(text, object_pairs_hook=no_dupes, parse_constant=no_constants)
+        data = loads_strict(text)
+    except StrictJSONError as exc:
+        if exc.key is not None:
+            raise BadManifest(f"bad manifest: duplicate JSON key {exc.key!r}") from None
+        raise BadManifest(f"bad manifest: {exc.constant} is not valid JSON") from None
     except json.JSONDecodeError as exc:
         raise BadManifest(
             f"bad manifest: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"

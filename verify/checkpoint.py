@@ -9,7 +9,6 @@ on at all (no such directory) raises.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import sys
@@ -20,10 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from weightlift.downloader.errors import UsageError, VerificationFailed
 from weightlift.downloader.receipt import WORK_DIR, Receipt, ReceiptFile, load_receipt
+from weightlift.downloader.strict_json import StrictJSONError, loads_strict
 from weightlift.verify.deep import TensorFinding, scan_file
 from weightlift.verify.header import HeaderError, SafetensorsHeader, quote, read_header
 from weightlift.verify.report import FileReport, Problem, TensorScan, VerifyReport
@@ -128,18 +127,6 @@ def second_opinion(path: Path, header: SafetensorsHeader) -> list[str]:
     return out
 
 
-def _strict_json(text: str) -> Any:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key {quote(k)}")
-            out[k] = v
-        return out
-
-    return json.loads(text, object_pairs_hook=pairs)
-
-
 def _check_index(run: _Run, rel: str, headers: dict[str, SafetensorsHeader],
                  present: set[str]) -> set[str]:
     """Check one index against its shards; returns the shard rels it references."""
@@ -148,7 +135,11 @@ def _check_index(run: _Run, rel: str, headers: dict[str, SafetensorsHeader],
         if path.stat().st_size > MAX_INDEX_BYTES:
             run.problem(f"index is over {MAX_INDEX_BYTES} bytes", rel)
             return set()
-        doc = _strict_json(path.read_text(encoding="utf-8"))
+        doc = loads_strict(path.read_text(encoding="utf-8"))
+    except StrictJSONError as exc:
+        what = f"duplicate key {quote(exc.key)}" if exc.key is not None else str(exc)
+        run.problem(f"index is not valid JSON ({what})", rel)
+        return set()
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         run.problem(f"index is not valid JSON ({_one_line(exc)})", rel)
         return set()

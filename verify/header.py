@@ -17,9 +17,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from weightlift.downloader.errors import VerificationFailed
+from weightlift.downloader.strict_json import StrictJSONError, loads_strict
 from weightlift.verify.dtypes import DTYPE_BITS
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's cap
@@ -108,19 +109,6 @@ def _fail(message: str, tensor: str | None = None) -> NoReturn:
     raise HeaderError(message, tensor=tensor)
 
 
-def _reject_constant(name: str) -> Any:
-    _fail(f"header is not strict JSON: {name} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            _fail(f"duplicate key {quote(key)} in header", key)
-        out[key] = value
-    return out
-
-
 def _is_u64(value: object) -> bool:
     return type(value) is int and 0 <= value <= U64_MAX
 
@@ -194,9 +182,11 @@ def parse_header(prefix: bytes, file_size: int) -> SafetensorsHeader:
     if not text.startswith("{"):
         _fail("header does not start with '{'")
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except HeaderError:
-        raise
+        doc = loads_strict(text)
+    except StrictJSONError as exc:
+        if exc.key is not None:
+            _fail(f"duplicate key {quote(exc.key)} in header", exc.key)
+        _fail(f"header is not strict JSON: {exc.constant} is not allowed")
     except json.JSONDecodeError as exc:
         _fail(f"header is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     except (ValueError, RecursionError) as exc:  # int digit limit, absurd nesting

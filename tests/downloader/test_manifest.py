@@ -121,3 +121,19 @@ def test_scrub_removes_every_query_string():
     assert "sig=zz" not in out
     assert "https://b.s3.amazonaws.com/k?…" in out
     assert redact_url("https://user:pw@h:8080/p?se=2026&sig=x") == "https://h:8080/p?…"
+
+
+@pytest.mark.parametrize(("text", "key", "constant"), [
+    ('{"a": 1, "a": 2}', "a", None),
+    ('{"x": {"b": 1, "b": 1}}', "b", None),
+    ('{"a": NaN}', None, "NaN"),
+    ('[Infinity]', None, "Infinity"),
+    ('{"a": -Infinity}', None, "-Infinity"),
+])
+def test_strict_json_rejects_duplicates_and_constants(text, key, constant):
+    from weightlift.downloader.strict_json import StrictJSONError, loads_strict
+
+    with pytest.raises(StrictJSONError) as err:
+        loads_strict(text)
+    assert (err.value.key, err.value.constant) == (key, constant)
+    assert loads_strict('{"a": [1, 2.5, "NaN"]}') == {"a": [1, 2.5, "NaN"]}
