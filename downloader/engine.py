@@ -19,7 +19,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import aiohttp
-from yarl import URL
 
 from weightlift.downloader import storage_errors
 from weightlift.downloader.errors import (
@@ -46,6 +45,7 @@ from weightlift.downloader.fetch import (
     Rejected,
     StatusError,
     fetch_range,
+    probe_size,
 )
 from weightlift.downloader.finalize import (
     check_free_space,
@@ -54,7 +54,7 @@ from weightlift.downloader.finalize import (
     preallocate,
     seal_part,
 )
-from weightlift.downloader.hashing import HashFrontier
+from weightlift.downloader.hashing import HashFrontier, sha256_file
 from weightlift.downloader.journal import (
     FinishedEntry,
     JournalState,
@@ -296,31 +296,15 @@ class Engine:
         await asyncio.gather(*(probe(f) for f in unknown))
 
     async def _probe(self, f: _File) -> tuple[int | None, bool]:
-        assert self._session is not None
         attempt = 0
         while True:
             url = await self.resolver.url_for(f.rel)
             try:
-                async with self._session.get(
-                    _url(url), headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}
-                ) as resp:
-                    if resp.status == 206:
-                        cr = resp.headers.get("Content-Range", "")
-                        total = cr.rsplit("/", 1)[-1]
-                        if total.isdigit():
-                            return int(total), True
-                        return None, False
-                    if resp.status == 200:
-                        length = resp.headers.get("Content-Length", "")
-                        return (int(length) if length.isdigit() else None), False
-                    if resp.status == 416:
-                        return 0, True
-                    body = await resp.content.read(64 * 1024)
-                    raise StatusError(resp.status, dict(resp.headers), body)
+                return await probe_size(self._session_or_fail(), url)
             except StatusError as exc:
                 await self._on_status_error(f, exc, url, attempt)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-                await self._backoff(f, f"{type(exc).__name__}", attempt, None, None)
+            except NetworkError as exc:
+                await self._backoff(f, exc.reason, attempt, None, None)
             attempt += 1
 
     def _open(self, f: _File) -> int:
@@ -749,10 +733,6 @@ class Engine:
                 f.fd = -1
 
 
-def _url(url: str) -> URL:
-    return URL(url, encoded=True)
-
-
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:
     """Wait for ``event`` at most ``timeout`` seconds (without asyncio.wait_for, which can
     swallow a cancellation on Python <= 3.11)."""
@@ -800,10 +780,4 @@ def _still_final(final: os.PathLike[str], entry: FinishedEntry, size: int | None
         return False
     if st.st_mtime_ns == entry.mtime_ns:
         return True
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(final, "rb") as fh:
-        while block := fh.read(4 << 20):
-            h.update(block)
-    return h.hexdigest() == entry.sha256
+    return sha256_file(Path(final)) == entry.sha256

@@ -11,14 +11,21 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
 from weightlift.downloader.errors import DiskFull, TransferFailed, redact_url
-from weightlift.downloader.response_check import Asked, Decision, Verdict, decide
+from weightlift.downloader.response_check import (
+    Asked,
+    Decision,
+    Verdict,
+    decide,
+    parse_content_range,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ async def fetch_range(
             headers["If-Range"] = asked.validator
     offset = asked.start
     written = 0
-    try:
+    with _mapped_errors(url, lambda: written > 0):
         async with session.get(URL(url, encoded=True), headers=headers) as resp:
             resp_headers = {k: v for k, v in resp.headers.items()}
             decision = decide(resp.status, resp_headers, asked)
@@ -127,28 +134,55 @@ async def fetch_range(
                 headers=resp_headers,
                 written=written,
             )
+
+
+async def probe_size(session: aiohttp.ClientSession, url: str) -> tuple[int | None, bool]:
+    """The object's size (None if the server will not say) and whether it answers Range
+    requests, from one 1-byte request. Raises StatusError or NetworkError like fetch_range."""
+    headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
+    with _mapped_errors(url, lambda: False):
+        async with session.get(URL(url, encoded=True), headers=headers) as resp:
+            if resp.status == 206:
+                parsed = parse_content_range(resp.headers.get("Content-Range", ""))
+                if parsed is not None and parsed[2] is not None:
+                    return parsed[2], True
+                return None, False
+            if resp.status == 200:
+                length = resp.headers.get("Content-Length", "")
+                return (int(length) if length.isdigit() else None), False
+            if resp.status == 416:  # nothing to range over: an empty object
+                return 0, True
+            raise StatusError(resp.status, dict(resp.headers), await _read_error_body(resp))
+
+
+@contextmanager
+def _mapped_errors(url: str, progressed: Callable[[], bool]) -> Iterator[None]:
+    """Translate aiohttp and socket errors into ours, in this one place; messages carry no
+    URL query string. ``progressed`` tells whether the request had written bytes."""
+    try:
+        yield
     except (StatusError, Rejected, Abandon, TransferFailed, NetworkError):
         raise
     except asyncio.TimeoutError:
-        raise NetworkError("no data for too long (stalled)", progressed=written > 0) from None
+        raise NetworkError("no data for too long (stalled)", progressed=progressed()) from None
     except aiohttp.ClientPayloadError:
-        raise NetworkError("connection dropped mid-body", progressed=written > 0) from None
+        raise NetworkError("connection dropped mid-body", progressed=progressed()) from None
     except aiohttp.ClientConnectorError as exc:
         raise NetworkError(
-            f"cannot connect to {exc.host}:{exc.port}", progressed=written > 0
+            f"cannot connect to {exc.host}:{exc.port}", progressed=progressed()
         ) from None
     except aiohttp.ServerDisconnectedError:
-        raise NetworkError("server closed the connection", progressed=written > 0) from None
+        raise NetworkError("server closed the connection", progressed=progressed()) from None
     except aiohttp.TooManyRedirects:
         raise TransferFailed(f"too many redirects for {redact_url(url)}") from None
     except aiohttp.InvalidURL:
         raise TransferFailed(f"invalid URL {redact_url(url)}") from None
     except aiohttp.ClientResponseError as exc:
-        raise NetworkError(f"bad HTTP response ({exc.status})", progressed=written > 0) from None
+        raise NetworkError(f"bad HTTP response ({exc.status})", progressed=progressed()) from None
     except aiohttp.ClientError as exc:
-        raise NetworkError(type(exc).__name__, progressed=written > 0) from None
+        raise NetworkError(type(exc).__name__, progressed=progressed()) from None
     except ConnectionError as exc:
-        raise NetworkError(exc.strerror or type(exc).__name__, progressed=written > 0) from None
+        raise NetworkError(exc.strerror or type(exc).__name__, progressed=progressed()) from None
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

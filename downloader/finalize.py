@@ -28,7 +28,8 @@ def open_part(path: Path) -> int:
 def preallocate(fd: int, size: int, where: Path) -> None:
     """Reserve the file's blocks up front: writes into a preallocated file are faster and a
     full disk shows up now rather than mid-download. Filesystems without support are fine."""
-    if os.fstat(fd).st_size >= size and os.fstat(fd).st_blocks * 512 >= size:
+    st = os.fstat(fd)
+    if st.st_size >= size and st.st_blocks * 512 >= size:
         return
     try:
         os.posix_fallocate(fd, 0, size)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 BLOCK = 4 << 20  # read-back block; large enough that per-call overhead vanishes
 
@@ -63,3 +65,16 @@ class HashFrontier:
     def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+
+def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    """sha256 of a whole file, read in large blocks into one reused buffer (hashlib releases
+    the GIL, so several threads hash in parallel). ``on_bytes`` is told each block's size."""
+    h = hashlib.sha256()
+    view = memoryview(bytearray(BLOCK))
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(view):
+            h.update(view[:n])
+            if on_bytes is not None:
+                on_bytes(n)
+    return h.hexdigest()

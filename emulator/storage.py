@@ -35,6 +35,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 from multidict import CIMultiDict
 
+from weightlift.downloader.hashing import sha256_file
 from weightlift.emulator.faults import ANY_KEY, Exchange, Fault, FaultPlan
 from weightlift.emulator.http_range import Selection, if_range_holds, select, shifted, whole
 from weightlift.emulator.signing import Signer, Verdict, host_of, uri_encode
@@ -203,12 +204,8 @@ class StorageEmulator:
         obj = self._objects[key]
         if obj.data is not None:
             return hashlib.sha256(obj.data).hexdigest()
-        h = hashlib.sha256()
         assert obj.path is not None
-        with open(obj.path, "rb") as fh:
-            while block := fh.read(CHUNK):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(obj.path)
 
     # --- faults ----------------------------------------------------------------------------
     def inject(

@@ -8,7 +8,6 @@ on at all (no such directory) raises.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightlift.downloader.errors import UsageError, VerificationFailed
+from weightlift.downloader.hashing import sha256_file
 from weightlift.downloader.receipt import WORK_DIR, Receipt, ReceiptFile, load_receipt
 from weightlift.downloader.strict_json import StrictJSONError, loads_strict
 from weightlift.verify.deep import TensorFinding, scan_file
@@ -30,7 +30,6 @@ from weightlift.verify.report import FileReport, Problem, TensorScan, VerifyRepo
 SHARD_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 100_000_000
-_HASH_BLOCK = 4 << 20
 
 OnBytes = Callable[[int], None]
 
@@ -195,22 +194,6 @@ def _check_index(run: _Run, rel: str, headers: dict[str, SafetensorsHeader],
     return referenced
 
 
-def hash_file(path: Path, on_bytes: OnBytes | None = None) -> str:
-    """sha256 of a file, in large blocks (hashlib releases the GIL, so threads run in parallel)."""
-    h = hashlib.sha256()
-    buf = bytearray(_HASH_BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            n = fh.readinto(view)
-            if not n:
-                break
-            h.update(view[:n])
-            if on_bytes is not None:
-                on_bytes(n)
-    return h.hexdigest()
-
-
 def _receipt_checks(run: _Run, receipt: Receipt, present: set[str],
                     check_hashes: bool) -> list[ReceiptFile]:
     """Size checks now; returns the receipt entries whose sha256 should be re-computed."""
@@ -337,7 +320,7 @@ def verify_directory(directory: Path, *, expect_params: int | None = None, deep:
     with _progress_bar(hash_bytes + scan_bytes, progress, "verify") as on_bytes, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         hash_jobs: dict[str, Future[str]] = {
-            e.rel: pool.submit(hash_file, root / e.rel, on_bytes) for e in to_hash}
+            e.rel: pool.submit(sha256_file, root / e.rel, on_bytes) for e in to_hash}
         scan_jobs: dict[str, Future[list[TensorFinding]]] = {
             rel: pool.submit(scan_file, root / rel, header, on_bytes)
             for rel, header in headers.items()} if deep else {}
