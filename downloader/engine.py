@@ -117,6 +117,8 @@ class FileResult:
     bytes_fetched: int = 0
     error: str | None = None
     exit_code: int = 0
+    etag: str | None = None
+    source: str = ""  # redacted URL (no query string)
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Engine:
         todo: list[_File] = []
         resumed = 0
         for mf in manifest.files:
+            # Refuses a symlink or clashing path in the folder before any byte is fetched.
             final = self.work.final_path(mf.rel)
             entry = finished.get(mf.rel)
             if entry is not None and await asyncio.to_thread(
@@ -209,7 +212,8 @@ class Engine:
                 self._recover_sealed, mf.rel, final, entry
             ):
                 results[mf.rel] = FileResult(mf.rel, entry.size, entry.sha256,
-                                             "already-complete")
+                                             "already-complete", etag=entry.etag,
+                                             source=entry.source)
                 # A kill after the rename can leave the journal behind; it is done with.
                 _unlink(self.work.journal_path(mf.rel))
                 resumed += entry.size
@@ -666,7 +670,8 @@ class Engine:
                                     self.cfg.durable)
             async with self._journal_lock:  # after any flush that snapshotted this file
                 _unlink(self.work.journal_path(f.rel))
-            f.result = FileResult(f.rel, f.size, digest, "downloaded", f.fetched)
+            f.result = FileResult(f.rel, f.size, digest, "downloaded", f.fetched,
+                                  etag=f.journal.etag, source=source)
             self.emit(FileFinished(f.rel, f.size, digest))
         except WeightliftError as exc:
             self._fail(f, exc)

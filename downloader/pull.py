@@ -7,7 +7,6 @@ from pathlib import Path
 
 from weightlift.downloader.engine import Engine, EngineConfig, PullResult
 from weightlift.downloader.events import Event
-from weightlift.downloader.journal import load_finished
 from weightlift.downloader.receipt import Receipt, ReceiptFile, write_receipt
 from weightlift.downloader.resolver import ManifestResolver
 from weightlift.downloader.sources.local import ResolvedSource
@@ -25,24 +24,14 @@ async def pull(
     work.create()
     work.lock()
     try:
-        # Refuse symlinks or clashing paths in the folder before any byte is fetched.
-        for f in source.manifest.files:
-            work.final_path(f.rel)
         resolver = ManifestResolver(source.manifest, source.refresh)
         result = await Engine(resolver, work, config, emit).run()
         if result.ok:
-            finished = load_finished(work.finished_log)
-            files = []
-            for fr in result.files:
-                entry = finished.get(fr.rel)
-                files.append(ReceiptFile(
-                    rel=fr.rel, size=fr.size, sha256=fr.sha256 or "",
-                    source=entry.source if entry else "", etag=entry.etag if entry else None,
-                ))
             write_receipt(out_dir, Receipt(
                 model_id=source.manifest.model_id,
                 expected_params=source.expected_params,
-                files=files,
+                files=[ReceiptFile(rel=fr.rel, size=fr.size, sha256=fr.sha256 or "",
+                                   source=fr.source, etag=fr.etag) for fr in result.files],
             ))
         return result
     finally:

@@ -58,6 +58,10 @@ def _assert_landed(out, files: dict[str, bytes]) -> None:
     assert receipt is not None
     assert {f.rel: f.sha256 for f in receipt.files} == {
         rel: hashlib.sha256(d).hexdigest() for rel, d in files.items()}
+    for f in receipt.files:
+        assert f.source.startswith("http://127.0.0.1:")
+        assert f.source.endswith(f"/{f.rel}?…")  # redacted: no signature on disk
+        assert (f.etag is not None) == (f.size > 0)  # empty files need no request
 
 
 async def test_parallel_ranges_reassemble_byte_identical(storage_server, tmp_path):
