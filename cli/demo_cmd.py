@@ -8,6 +8,7 @@ and verifies it against its known parameter count.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ PER_CONNECTION_RATE = 10_000_000
 
 
 def run(args: argparse.Namespace) -> int:
-    from weightlift.cli.pull_cmd import run_pull
+    from weightlift.cli.pull_cmd import pull_and_verify, run_cancellable
     from weightlift.emulator.faults import Fault
     from weightlift.emulator.model_gen import generate_checkpoint
     from weightlift.emulator.serve import ThreadedServer
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                 connections=None, chunk_size=None, no_verify=False,
                 expect_params=None, quiet=args.quiet,
             )
-            code, report = run_pull(source, out, pull_args, progress)
+            code, report = asyncio.run(run_cancellable(
+                pull_and_verify(source, out, pull_args, progress)))
         if code == 0:
             v = report.get("verification") or {}
             say(f"4/4 verified: {v.get('params', 0):,} parameters, as the platform reported "

@@ -71,6 +71,31 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value < 86_400):
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {text!r}")
+    return value
+
+
+SOURCE_HELP = ("axom://jobs/<id>, axom://models/<id>, tensorone://jobs/<id>[/checkpoints/<id>], "
+               "a manifest JSON file, or http(s) URLs")
+
+
+def _add_pull_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connections", type=_positive_int, default=None, metavar="N",
+                   help="parallel requests (default 16)")
+    p.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
+                   help="bytes per ranged request (default: automatic, at most 16M)")
+    p.add_argument("--expect-params", type=_count, default=None, metavar="N",
+                   help="fail unless the checkpoint has exactly N parameters "
+                        "(default: the platform's reported count)")
+    p.add_argument("--no-verify", action="store_true", help="skip checkpoint validation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="weightlift", description=__doc__)
     parser.add_argument("--version", action="version", version=f"weightlift {_version()}")
@@ -78,18 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     pull = sub.add_parser("pull", help="download (and verify) a model")
-    pull.add_argument("sources", nargs="+", metavar="SOURCE",
-                      help="a manifest JSON file, or http(s) URLs")
+    pull.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     pull.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    pull.add_argument("--connections", type=_positive_int, default=None, metavar="N",
-                      help="parallel requests (default 16)")
-    pull.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
-                      help="bytes per ranged request (default 16M)")
-    pull.add_argument("--expect-params", type=_count, default=None, metavar="N",
-                      help="fail unless the checkpoint has exactly N parameters")
-    pull.add_argument("--no-verify", action="store_true", help="skip checkpoint validation")
+    _add_pull_options(pull)
     pull.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     pull.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    watch = sub.add_parser("watch", help="follow a training run; with --pull, then download it")
+    watch.add_argument("source", metavar="SOURCE",
+                       help="axom://jobs/<job-id> or tensorone://jobs/<job-id>")
+    watch.add_argument("--interval", type=_positive_float, default=None, metavar="S",
+                       help="seconds between polls (default: Axom 5, TensorOne 30; "
+                            "slower when nothing changes or the rate limit asks)")
+    watch.add_argument("--pull", action="store_true",
+                       help="when the run completes, pull and verify its model into -o DIR")
+    watch.add_argument("-o", "--output", default=None, metavar="DIR",
+                       help="output folder for --pull")
+    _add_pull_options(watch)
+    watch.add_argument("--json", action="store_true",
+                       help="one JSON object per event on stdout, for machines")
+    watch.add_argument("-q", "--quiet", action="store_true", help="only transitions and errors")
 
     ver = sub.add_parser("verify", help="validate a downloaded checkpoint")
     ver.add_argument("directory", metavar="DIR")
@@ -131,6 +164,14 @@ def run(argv: Sequence[str] | None = None) -> int:
             from weightlift.cli.pull_cmd import run as run_pull
 
             return run_pull(args)
+        if args.command == "watch":
+            if args.pull and not args.output:
+                raise UsageError("--pull needs -o DIR", "where should the model go?")
+            if args.output and not args.pull:
+                raise UsageError("-o DIR is only used with --pull", "add --pull, or drop -o")
+            from weightlift.cli.watch_cmd import run as run_watch
+
+            return run_watch(args)
         if args.command == "verify":
             from weightlift.cli.verify_cmd import run as run_verify
 

@@ -8,8 +8,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from weightlift.cli.progress import Progress, human_bytes
 from weightlift.downloader.engine import EngineConfig, PullResult
@@ -22,7 +23,9 @@ from weightlift.downloader.errors import (
 from weightlift.downloader.planner import DEFAULT_CONNECTIONS
 from weightlift.downloader.pull import pull
 from weightlift.downloader.retry import RetryPolicy
-from weightlift.downloader.sources.local import ResolvedSource, resolve_local
+from weightlift.downloader.sources.local import ResolvedSource
+
+T = TypeVar("T")
 
 
 def safetensors_header_check(rel: str, prefix: bytes, size: int) -> int:
@@ -58,7 +61,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     )
 
 
-async def _run_cancellable(coro: Any) -> Any:
+async def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro``; SIGTERM (preemption) cancels it like Ctrl-C, so state is saved."""
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
@@ -77,12 +80,12 @@ async def _run_cancellable(coro: Any) -> Any:
             pass
 
 
-def run_pull(source: ResolvedSource, out: Path, args: argparse.Namespace,
-             progress: Progress) -> tuple[int, dict[str, Any]]:
-    """Pull and verify; returns the exit code and the JSON report."""
+async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Namespace,
+                          progress: Progress) -> tuple[int, dict[str, Any]]:
+    """Pull and verify inside the caller's event loop (a platform source's API session, which
+    refreshes the URLs, lives there); returns the exit code and the JSON report."""
     try:
-        result: PullResult = asyncio.run(
-            _run_cancellable(pull(source, out, engine_config(args), progress)))
+        result = await pull(source, out, engine_config(args), progress)
     finally:
         progress.close()
     report = pull_report(result, out)
@@ -102,8 +105,11 @@ def run_pull(source: ResolvedSource, out: Path, args: argparse.Namespace,
     if not args.no_verify and (has_weights or expected is not None):
         from weightlift.verify.checkpoint import verify_directory
 
-        vreport = verify_directory(out, expect_params=expected, deep=False, check_hashes=False,
-                                   progress=False)
+        # Off the loop: it reads every header and asks the safetensors library for a second
+        # opinion, and the loop may still be serving an emulator or a watch.
+        vreport = await asyncio.to_thread(
+            verify_directory, out, expect_params=expected, deep=False, check_hashes=False,
+            progress=False)
         report["verification"] = json.loads(vreport.model_dump_json())
         if not vreport.ok:
             for problem in vreport.problems:
@@ -147,14 +153,23 @@ def pull_report(result: PullResult, out: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    progress = Progress(quiet=args.quiet or args.json)
+
+    async def resolve_then_pull() -> tuple[int, dict[str, Any]]:
+        from weightlift.downloader.sources.resolve import open_source
+
+        async with open_source(args.sources) as source:
+            progress.say(f"source: {source.description}")
+            return await pull_and_verify(source, Path(args.output), args, progress)
+
     try:
-        source = resolve_local(args.sources)
-        progress = Progress(quiet=args.quiet or args.json)
-        code, report = run_pull(source, Path(args.output), args, progress)
+        code, report = asyncio.run(run_cancellable(resolve_then_pull()))
     except WeightliftError as exc:
         if args.json:  # still exactly one JSON document for a CI gate to parse
             print(json.dumps({"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code}))
         raise
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(report, indent=1))
     return code

@@ -1,24 +1,71 @@
-"""`python -m weightlift.emulator storage --dir DIR [--port 8700]`: serve a folder's files as
-presigned objects and write an Axom-shaped manifest for them."""
+"""The emulator on its own.
+
+`python -m weightlift.emulator [--port 8700]`: the Axom and TensorOne APIs (on --port) and their
+storage (on the next port, or a free one), with one scripted job on each platform; prints the
+base URLs, keys and example commands.
+
+`python -m weightlift.emulator storage --dir DIR [--port 8700]`: serve a folder's files as
+presigned objects and write an Axom-shaped manifest for them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
+from weightlift.emulator.platforms import PlatformEmulator
+from weightlift.emulator.runs import RunScript, RunTimeline
 from weightlift.emulator.storage import StorageEmulator
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
+          "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """"64MB", "1.5G", "2097152" -> bytes (binary units)."""
+    m = _SIZE.fullmatch(text)
+    if m is None or m.group(2).upper() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64MB or 1GB)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if n < 64 << 10:
+        raise argparse.ArgumentTypeError("model size must be at least 64KB")
+    return n
+
+
+def demo_script(model_bytes: int) -> RunScript:
+    """About 50 s from submit to completed, with one preemption after the second checkpoint."""
+    return RunScript(
+        total_steps=480, steps_per_second=16.0, queued_s=1.5, provisioning_s=2.0,
+        staging_s=1.5, checkpoint_every=120, checkpointing_s=1.0, uploading_s=2.0,
+        preempt_at_step=300, preempted_s=2.0, model_bytes=model_bytes, shards=2,
+        log_every=20)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m weightlift.emulator")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="python -m weightlift.emulator",
+        description="Emulated Axom and TensorOne platforms (default), or plain storage.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700, help="API port (storage: the next one)")
+    p.add_argument("--url-lifetime", type=float, default=600.0,
+                   help="lifetime of presigned download URLs, seconds")
+    p.add_argument("--model-size", type=parse_size, default=64 << 20,
+                   help="size of each generated model, e.g. 64MB, 1.5GB (default 64MB)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="run-clock multiplier (2 = runs finish twice as fast)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where generated models go (default: a temporary folder)")
+    sub = p.add_subparsers(dest="command")
     st = sub.add_parser("storage", help="serve a folder's files behind presigned URLs")
     st.add_argument("--dir", type=Path, required=True, help="folder whose files become objects")
     st.add_argument("--host", default="127.0.0.1")
@@ -61,8 +108,81 @@ async def _serve(
         await runner.cleanup()
 
 
+async def _serve_platforms(args: argparse.Namespace, workdir: Path) -> None:
+    emu = PlatformEmulator(workdir, url_lifetime=args.url_lifetime)
+    script = demo_script(args.model_size).scaled(args.speed)
+    api = web.AppRunner(emu.api_app(), access_log=None, shutdown_timeout=1.0)
+    storage = web.AppRunner(emu.storage.make_app(), access_log=None, shutdown_timeout=1.0)
+    await api.setup()
+    await storage.setup()
+    try:
+        await web.TCPSite(api, args.host, args.port).start()
+        api_port = api.addresses[0][1]
+        try:  # storage next to the API; with --port 0, any free port
+            await web.TCPSite(storage, args.host, api_port + 1 if args.port else 0).start()
+        except OSError:  # the next port is taken: any free one will do
+            await web.TCPSite(storage, args.host, 0).start()
+        emu.storage_base_url = f"http://{args.host}:{storage.addresses[0][1]}"
+        axom_job = emu.add_axom_job(script)
+        t1_job = emu.add_tensorone_job(replace(script, shards=1, seed=1))
+        loop = asyncio.get_running_loop()
+        for job_id in (axom_job, t1_job):  # generate now, so the first pull does not wait
+            loop.run_in_executor(None, emu.prepare, job_id)
+        base = f"http://{args.host}:{api_port}"
+        _announce_platforms(emu, base, axom_job, t1_job, script)
+        await asyncio.Event().wait()
+    finally:
+        await api.cleanup()
+        await storage.cleanup()
+
+
+def _announce_platforms(emu: PlatformEmulator, base: str, axom_job: str, t1_job: str,
+                        script: RunScript) -> None:
+    axom_env = f"AXOM_API_BASE={base}/api AXOM_KEY={emu.axom_key}"
+    t1_env = f"TENSORONE_API_BASE={base}/v2 TENSORONE_API_KEY={emu.tensorone_key}"
+    lines = [
+        "weightlift platform emulator (Ctrl-C to stop)",
+        f"  Axom API:       {base}/api   key {emu.axom_key}",
+        f"  TensorOne API:  {base}/v2    key {emu.tensorone_key}",
+        f"  storage:        {emu.storage_base_url}   (presigned URLs live "
+        f"{emu.url_lifetime:g} s)",
+        f"  Axom job:       {axom_job}",
+        f"  TensorOne job:  {t1_job}",
+        f"  each run: {script.total_steps} steps, one preemption, about "
+        f"{_duration(script):.0f} s to complete",
+        "",
+        "try:",
+        f"  {axom_env} weightlift watch axom://jobs/{axom_job} --pull -o ./model",
+        f"  {t1_env} weightlift watch tensorone://jobs/{t1_job}",
+        f"  {t1_env} weightlift pull tensorone://jobs/{t1_job} -o ./ckpt",
+        f"  curl -H 'Authorization: Bearer {emu.axom_key}' {base}/api/jobs/{axom_job}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _duration(script: RunScript) -> float:
+    return RunTimeline(script).end_t
+
+
+def serve_platforms(args: argparse.Namespace) -> int:
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(_serve_platforms(args, args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="weightlift-emulator-") as tmp:
+            asyncio.run(_serve_platforms(args, Path(tmp)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command is None:
+        if args.speed <= 0:
+            raise SystemExit("error: --speed must be positive")
+        try:
+            return serve_platforms(args)
+        except KeyboardInterrupt:
+            return 130
     if args.command == "storage":
         root: Path = args.dir.resolve()
         emu = _load(root)

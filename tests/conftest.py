@@ -1,12 +1,15 @@
-"""Shared fixtures: the storage emulator, served in-loop or from a background thread."""
+"""Shared fixtures: the storage emulator and the emulated platforms (Axom, TensorOne), served
+in-loop or from background threads."""
 
 import faulthandler
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from weightlift.emulator.platforms import PlatformEmulator, PlatformEndpoints, ThreadedPlatforms
 from weightlift.emulator.serve import StorageEndpoint, ThreadedStorage
 from weightlift.emulator.storage import StorageEmulator
 
@@ -31,6 +34,31 @@ def threaded_storage(storage: StorageEmulator) -> Iterator[StorageEndpoint]:
     """`storage` served from a background thread, for tests that run `weightlift` as a child."""
     with ThreadedStorage(storage) as srv:
         yield srv.endpoint
+
+
+@pytest.fixture
+async def platforms(
+    tmp_path: Path, aiohttp_server: Callable[[web.Application], Awaitable[Any]]
+) -> PlatformEndpoints:
+    """Axom and TensorOne emulated in the test's loop (no jobs yet): `.emu` (add jobs, inject
+    faults, read `api_requests`), `.axom_base`, `.tensorone_base`, `.storage_base`, `.env()`.
+    Storage and the APIs listen on different ports (different origins). For a hand-wound run
+    clock, assign `platforms.emu.clock = fake` before adding jobs (runs start at the reading taken
+    when they are added); `emu.url_lifetime` and the `tensorone_rate_*` knobs are mutable too."""
+    emu = PlatformEmulator(tmp_path / "platforms")
+    storage_srv = await aiohttp_server(emu.storage.make_app())
+    emu.storage_base_url = f"http://{storage_srv.host}:{storage_srv.port}"
+    api_srv = await aiohttp_server(emu.api_app())
+    api = f"http://{api_srv.host}:{api_srv.port}"
+    return PlatformEndpoints(emu, f"{api}/api", f"{api}/v2", emu.storage_base_url)
+
+
+@pytest.fixture
+def threaded_platforms(tmp_path: Path) -> Iterator[ThreadedPlatforms]:
+    """The emulated platforms served from background threads, for tests that run `weightlift`
+    as a child process: `env={**os.environ, **tp.env()}`."""
+    with ThreadedPlatforms(PlatformEmulator(tmp_path / "platforms")) as tp:
+        yield tp
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,198 @@
+"""`weightlift watch SOURCE`: follow a training run to its end; with --pull, then pull and verify.
+
+The wording lives in `watch_view` (pure); this module polls (through `follow`), sends the view's
+output where it belongs (stderr for a person, a tqdm bar on a TTY, JSON lines on stdout), and
+turns the run's end into an exit code: completed 0, failed/cancelled 4 with the platform's text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from weightlift.cli.progress import Progress
+from weightlift.cli.watch_view import (
+    LogText,
+    StatusLine,
+    StepProgress,
+    Update,
+    WatchView,
+    clean_text,
+    fmt_step,
+)
+from weightlift.downloader.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PlatformError,
+    WeightliftError,
+)
+from weightlift.downloader.sources.run_status import RunSnapshot
+
+# A fixed-width bar: the metrics after it change length, and tqdm would squeeze the bar instead.
+BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar:20}| {percentage:3.0f}%{postfix}"
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class WatchOutput:
+    """Where the view's output goes: JSON lines on stdout (--json), else lines on stderr, with
+    the step progress as a tqdm bar on a TTY; -q keeps only status lines and errors."""
+
+    def __init__(self, *, json_mode: bool, quiet: bool, stdout: TextIO | None = None,
+                 stderr: TextIO | None = None) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.tty = self.stderr.isatty() and not quiet and not json_mode
+        self._bar: Any = None
+        self.done_sent = False
+
+    def event(self, event: dict[str, Any]) -> None:
+        if not self.json_mode:
+            return
+        # allow_nan=False: the view already turned NaN into null; a stray one must not
+        # produce a line that strict JSON parsers reject.
+        print(json.dumps(event, allow_nan=False), file=self.stdout, flush=True)
+        if event.get("event") == "done":
+            self.done_sent = True
+
+    def say(self, text: str, *, status: bool = True) -> None:
+        """A line for the person (nothing in --json mode; only status lines with -q)."""
+        if self.json_mode or (self.quiet and not status):
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.stderr)
+        else:
+            print(text, file=self.stderr, flush=True)
+
+    def show(self, update: Update) -> None:
+        for event in update.events:
+            self.event(event)
+        for item in update.items:
+            if isinstance(item, StatusLine):
+                if update.terminal:
+                    self.close()  # the bar stays on screen above the verdict, not below it
+                self.say(item.text)
+            elif isinstance(item, LogText):
+                self.say(item.text, status=False)
+            elif isinstance(item, StepProgress):
+                self._progress(item)
+        if update.terminal:
+            self.close()
+
+    def _progress(self, p: StepProgress) -> None:
+        if not self.tty:
+            self.say(p.line(), status=False)
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=p.total, initial=p.step or 0, desc="step", unit="step",
+                             file=self.stderr, dynamic_ncols=True, leave=True,
+                             postfix=p.summary() or None,
+                             bar_format=BAR_FORMAT if p.total else None)
+        bar = self._bar
+        if p.total and bar.total != p.total:
+            bar.total = p.total
+        # Absolute position, not an increment: a resume from a checkpoint moves it back.
+        bar.n = p.step or 0
+        bar.set_postfix_str(p.summary(), refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@dataclass
+class _Stage:
+    pulling: bool = False
+
+
+def run(args: argparse.Namespace, *, env: Mapping[str, str] | None = None,
+        stdout: TextIO | None = None, stderr: TextIO | None = None,
+        now: Callable[[], datetime] = _local_now) -> int:
+    """Watch (and maybe pull); returns the exit code, raises WeightliftError for main to print."""
+    from weightlift.cli.pull_cmd import run_cancellable
+
+    out = WatchOutput(json_mode=args.json, quiet=args.quiet, stdout=stdout, stderr=stderr)
+    stage = _Stage()
+    try:
+        return asyncio.run(run_cancellable(watch_then_pull(args, out, stage, env=env, now=now)))
+    except KeyboardInterrupt:
+        out.close()
+        if stage.pulling:
+            raise  # main says: progress is kept, run the same command to resume
+        # Watching is read-only: stopping it does nothing to the run.
+        print("weightlift: stopped watching; the run itself goes on (run the same command to "
+              "watch it again)", file=out.stderr)
+        return EXIT_INTERRUPTED
+    except WeightliftError as exc:
+        out.close()
+        if not out.done_sent:  # a failed run already said so in its "done" line
+            out.event({"event": "error", "error": exc.one_line(), "exit_code": exc.exit_code})
+        raise
+    finally:
+        out.close()
+
+
+async def watch_then_pull(args: argparse.Namespace, out: WatchOutput, stage: _Stage, *,
+                          env: Mapping[str, str] | None = None,
+                          now: Callable[[], datetime] = _local_now) -> int:
+    last = await watch_run(args.source, out, interval=args.interval, env=env, now=now)
+    if last.phase != "completed":
+        raise run_failed_error(last, pulling=bool(args.pull))
+    if not args.pull:
+        return EXIT_OK
+    from weightlift.cli.pull_cmd import pull_and_verify
+    from weightlift.downloader.sources.resolve import open_source
+
+    stage.pulling = True
+    progress = Progress(quiet=args.quiet or args.json, stream=out.stderr)
+    async with open_source([args.source], env) as source:
+        out.say(f"pulling {source.description} into {args.output}", status=False)
+        code, report = await pull_and_verify(source, Path(args.output), args, progress)
+    out.event({"event": "pull", "report": report})
+    return code
+
+
+async def watch_run(source: str, out: WatchOutput, *, interval: float | None = None,
+                    env: Mapping[str, str] | None = None,
+                    now: Callable[[], datetime] = _local_now) -> RunSnapshot:
+    """Follow the run behind ``source`` until it is terminal; returns its last snapshot."""
+    from weightlift.downloader.sources.follow import follow
+    from weightlift.downloader.sources.resolve import open_run
+
+    view = WatchView()
+    last: RunSnapshot | None = None
+    async with open_run(source, env) as follower:
+        every = interval if interval is not None else follower.default_interval
+        out.say(f"watching {follower.platform} job {follower.job_id}: polling every "
+                f"{every:g}s, slower while nothing changes (Ctrl-C stops watching, "
+                "not the run)", status=False)
+        async for snap in follow(follower, interval=interval):
+            out.show(view.update(snap, now()))
+            last = snap
+    if last is None or not last.terminal:  # pragma: no cover - follow ends only on terminal
+        raise PlatformError(f"stopped following {source} before the run ended")
+    return last
+
+
+def run_failed_error(snap: RunSnapshot, *, pulling: bool) -> PlatformError:
+    """Exit 4 with the platform's own words for why the run ended badly."""
+    at = fmt_step(snap.step, snap.total_steps)
+    what = f"{snap.platform} job {snap.job_id} {snap.phase}" + (f" at {at}" if at else "")
+    if snap.error:
+        what += f": {clean_text(snap.error)}"
+    return PlatformError(what, "nothing to pull" if pulling else None)
