@@ -1,8 +1,9 @@
 """`weightlift demo`: the whole flow on this machine, no account needed.
 
-Generates a real sharded safetensors model, serves it from the embedded storage emulator behind
-presigned URLs that expire every few seconds, pulls it (refreshing the URLs as they expire),
-and verifies it against its known parameter count.
+Starts the emulated Axom platform in-process on a free loopback port, with a fine-tuning run on
+an accelerated clock (one preemption on the way) whose model is a real sharded safetensors
+checkpoint; then watches the run, pulls the model through presigned URLs that expire every few
+seconds (refreshing them as they go), and verifies the parameter count the platform reported.
 """
 
 from __future__ import annotations
@@ -12,57 +13,64 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from weightlift.cli.progress import Progress, human_bytes
-from weightlift.downloader.manifest import Manifest, validate_manifest
-from weightlift.downloader.sources.local import ResolvedSource
+from weightlift.cli.progress import human_bytes
+from weightlift.emulator.runs import RunScript
 
-URL_LIFETIME = 1.0  # seconds: short enough that the demo shows refreshes happening
-# Object stores cap each connection (S3: ~85-90 MB/s); a lower cap here makes the demo's
-# transfer last a few seconds, long enough for URLs to expire mid-pull.
-PER_CONNECTION_RATE = 10_000_000
+URL_LIFETIME = 2.0  # seconds: short enough that the pull has to refresh its URLs on the way
+# Object stores cap each connection (S3: ~85-90 MB/s); a lower cap here makes the transfer last
+# a couple of seconds, long enough for URLs to expire mid-pull.
+PER_CONNECTION_RATE = 6_000_000
+POLL_INTERVAL = 0.5  # the demo's run is accelerated, so it is watched more closely than 5 s
+
+
+def demo_script(model_bytes: int) -> RunScript:
+    """About 8 s from submit to completed, preempted once after the second checkpoint."""
+    return RunScript(
+        total_steps=120, steps_per_second=40.0, queued_s=0.5, provisioning_s=0.5,
+        staging_s=0.5, checkpoint_every=40, checkpointing_s=0.2, uploading_s=0.6,
+        preempt_at_step=95, preempted_s=0.6, model_bytes=model_bytes, shards=4, seed=7,
+        log_every=20)
 
 
 def run(args: argparse.Namespace) -> int:
-    from weightlift.cli.pull_cmd import pull_and_verify, run_cancellable
+    from weightlift.cli.pull_cmd import run_cancellable
+    from weightlift.cli.watch_cmd import WatchOutput, WatchStage, watch_then_pull
     from weightlift.emulator.faults import Fault
-    from weightlift.emulator.model_gen import generate_checkpoint
-    from weightlift.emulator.serve import ThreadedServer
-    from weightlift.emulator.storage import StorageEmulator
+    from weightlift.emulator.platforms import (
+        ClockFromFirstRequest,
+        PlatformEmulator,
+        ThreadedPlatforms,
+    )
 
-    progress = Progress(quiet=args.quiet)
-    say = progress.say
+    out = WatchOutput(json_mode=False, quiet=args.quiet)
+    say = out.say
     with tempfile.TemporaryDirectory(prefix="weightlift-demo-") as tmp:
-        bucket = Path(tmp) / "bucket"
-        out = Path(args.output) if args.output else Path(tmp) / "model"
-        say(f"1/4 generating a {human_bytes(args.size)} sharded safetensors model")
-        model = generate_checkpoint(bucket, total_bytes=args.size, shards=4, seed=7)
-        emu = StorageEmulator()
-        for rel in model.files:
-            emu.put_file(rel, bucket / rel)
-        emu.inject("*", Fault.throttle(PER_CONNECTION_RATE), times=1_000_000)
-        with ThreadedServer(emu.app) as server:
-            base = server.base_url
-            say(f"2/4 storage emulator on {base}: presigned URLs live {URL_LIFETIME:.0f}s, "
-                f"each connection capped at {PER_CONNECTION_RATE / 1e6:.0f} MB/s")
-
-            async def refresh() -> Manifest:
-                return validate_manifest(
-                    emu.manifest(model.files, base_url=base, lifetime=URL_LIFETIME))
-
-            manifest = validate_manifest(
-                emu.manifest(model.files, base_url=base, lifetime=URL_LIFETIME))
-            source = ResolvedSource(manifest, refresh, model.params, "demo emulator")
-            say(f"3/4 pulling {len(model.files)} files into {out}")
-            pull_args = argparse.Namespace(
-                connections=None, chunk_size=None, no_verify=False,
-                expect_params=None, quiet=args.quiet,
-            )
+        model_dir = Path(args.output) if args.output else Path(tmp) / "model"
+        clock = ClockFromFirstRequest()  # the run starts when the watch first asks
+        emu = PlatformEmulator(Path(tmp) / "platform", clock=clock, url_lifetime=URL_LIFETIME)
+        clock.emu = emu
+        job_id = emu.add_axom_job(demo_script(args.size), name="demo-llama-sft")
+        say(f"1/4 generating the run's model: a {human_bytes(args.size)} sharded safetensors "
+            "checkpoint (BF16/F16/F32/I64)")
+        emu.prepare(job_id)
+        emu.storage.inject("*", Fault.throttle(PER_CONNECTION_RATE), times=1_000_000)
+        with ThreadedPlatforms(emu) as platforms:
+            source = f"axom://jobs/{job_id}"
+            say(f"2/4 emulated Axom API on {platforms.axom_base}, storage on "
+                f"{platforms.storage_base} (presigned URLs live {URL_LIFETIME:g} s, each "
+                f"connection capped at {PER_CONNECTION_RATE / 1e6:.0f} MB/s)")
+            say(f"3/4 weightlift watch {source} --pull -o {model_dir}")
+            watch_args = argparse.Namespace(
+                source=source, interval=POLL_INTERVAL, pull=True, output=str(model_dir),
+                connections=None, chunk_size=None, no_verify=False, expect_params=None,
+                quiet=args.quiet, json=False)
             code, report = asyncio.run(run_cancellable(
-                pull_and_verify(source, out, pull_args, progress)))
-        if code == 0:
+                watch_then_pull(watch_args, out, WatchStage(), env=platforms.env())))
+        if code == 0 and report is not None:
             v = report.get("verification") or {}
-            say(f"4/4 verified: {v.get('params', 0):,} parameters, as the platform reported "
-                f"({model.params:,}); {report['totals']['refreshes']} URL refresh(es) on the way")
+            say(f"4/4 gate passed: {v.get('params', 0):,} parameters, exactly the params_after "
+                f"the platform reported; the URLs were refreshed "
+                f"{report['totals']['refreshes']} time(s) during the pull")
             if not args.output:
                 say("(the model was in a temporary folder; pass -o DIR to keep it)")
         return code

@@ -116,7 +116,7 @@ class WatchOutput:
 
 
 @dataclass
-class _Stage:
+class WatchStage:
     pulling: bool = False
 
 
@@ -127,9 +127,11 @@ def run(args: argparse.Namespace, *, env: Mapping[str, str] | None = None,
     from weightlift.cli.pull_cmd import run_cancellable
 
     out = WatchOutput(json_mode=args.json, quiet=args.quiet, stdout=stdout, stderr=stderr)
-    stage = _Stage()
+    stage = WatchStage()
     try:
-        return asyncio.run(run_cancellable(watch_then_pull(args, out, stage, env=env, now=now)))
+        code, _report = asyncio.run(
+            run_cancellable(watch_then_pull(args, out, stage, env=env, now=now)))
+        return code
     except KeyboardInterrupt:
         out.close()
         if stage.pulling:
@@ -147,14 +149,17 @@ def run(args: argparse.Namespace, *, env: Mapping[str, str] | None = None,
         out.close()
 
 
-async def watch_then_pull(args: argparse.Namespace, out: WatchOutput, stage: _Stage, *,
+async def watch_then_pull(args: argparse.Namespace, out: WatchOutput, stage: WatchStage, *,
                           env: Mapping[str, str] | None = None,
-                          now: Callable[[], datetime] = _local_now) -> int:
+                          now: Callable[[], datetime] = _local_now
+                          ) -> tuple[int, dict[str, Any] | None]:
+    """Follow the run; when it completed and --pull was given, pull and verify it. Returns the
+    exit code and the pull's report (None without --pull)."""
     last = await watch_run(args.source, out, interval=args.interval, env=env, now=now)
     if last.phase != "completed":
         raise run_failed_error(last, pulling=bool(args.pull))
     if not args.pull:
-        return EXIT_OK
+        return EXIT_OK, None
     from weightlift.cli.pull_cmd import pull_and_verify
     from weightlift.downloader.sources.resolve import open_source
 
@@ -164,7 +169,7 @@ async def watch_then_pull(args: argparse.Namespace, out: WatchOutput, stage: _St
         out.say(f"pulling {source.description} into {args.output}", status=False)
         code, report = await pull_and_verify(source, Path(args.output), args, progress)
     out.event({"event": "pull", "report": report})
-    return code
+    return code, report
 
 
 async def watch_run(source: str, out: WatchOutput, *, interval: float | None = None,

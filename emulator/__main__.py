@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from weightlift.emulator.platforms import PlatformEmulator
+from weightlift.emulator.platforms import ClockFromFirstRequest, PlatformEmulator
 from weightlift.emulator.runs import RunScript, RunTimeline
 from weightlift.emulator.storage import StorageEmulator
 
@@ -109,7 +109,11 @@ async def _serve(
 
 
 async def _serve_platforms(args: argparse.Namespace, workdir: Path) -> None:
-    emu = PlatformEmulator(workdir, url_lifetime=args.url_lifetime)
+    # The runs start when a client first asks about them, not when the server starts: a person
+    # copying the printed command must not find the run already over.
+    clock = ClockFromFirstRequest()
+    emu = PlatformEmulator(workdir, url_lifetime=args.url_lifetime, clock=clock)
+    clock.emu = emu
     script = demo_script(args.model_size).scaled(args.speed)
     api = web.AppRunner(emu.api_app(), access_log=None, shutdown_timeout=1.0)
     storage = web.AppRunner(emu.storage.make_app(), access_log=None, shutdown_timeout=1.0)
@@ -149,7 +153,7 @@ def _announce_platforms(emu: PlatformEmulator, base: str, axom_job: str, t1_job:
         f"  Axom job:       {axom_job}",
         f"  TensorOne job:  {t1_job}",
         f"  each run: {script.total_steps} steps, one preemption, about "
-        f"{_duration(script):.0f} s to complete",
+        f"{_duration(script):.0f} s to complete, starting when first asked about",
         "",
         "try:",
         f"  {axom_env} weightlift watch axom://jobs/{axom_job} --pull -o ./model",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from weightlift.downloader.sources.run_status import LogLine, MetricPoint, RunSnapshot
-from weightlift.emulator.platforms import PlatformEmulator, ThreadedPlatforms
+from weightlift.emulator.platforms import ClockFromFirstRequest, PlatformEmulator, ThreadedPlatforms
 
 JOB = "0f3c2a9e-1111-2222-3333-444455556666"
 
@@ -65,22 +64,6 @@ def axom_run() -> list[RunSnapshot]:
         s("uploading", "waiting", 120, retries=1),
         s("completed", "completed", 120, retries=1, logs=("model uploaded",)),
     ]
-
-
-class ClockFromFirstRequest:
-    """An emulator clock that stands at 0 until the first API request arrives: a child
-    process's start-up time (slow on a busy machine) cannot eat a short accelerated run."""
-
-    def __init__(self) -> None:
-        self.emu: PlatformEmulator | None = None
-        self.t0: float | None = None
-
-    def __call__(self) -> float:
-        if self.t0 is None:
-            if self.emu is None or not self.emu.api_requests:
-                return 0.0
-            self.t0 = time.monotonic()
-        return time.monotonic() - self.t0
 
 
 @pytest.fixture

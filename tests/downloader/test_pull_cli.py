@@ -188,7 +188,7 @@ def test_not_enough_disk_fails_up_front_with_exit_3(threaded_storage, tmp_path):
 def test_demo_runs_the_whole_flow(tmp_path):
     out = _weightlift("demo", "-o", str(tmp_path / "model"), "--size", "32M")
     assert out.returncode == 0, out.stderr
-    assert "4/4 verified" in out.stderr
+    assert "4/4 gate passed" in out.stderr
     assert (tmp_path / "model" / ".weightlift" / "receipt.json").exists()
     check = _weightlift("verify", str(tmp_path / "model"))
     assert check.returncode == 0, check.stderr
