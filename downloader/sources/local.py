@@ -9,8 +9,6 @@ from weightlift.downloader.errors import UsageError
 from weightlift.downloader.manifest import Manifest, load_manifest, manifest_from_urls
 from weightlift.downloader.resolver import RefreshFn
 
-PLATFORM_SCHEMES = ("axom://", "tensorone://")
-
 
 @dataclass(frozen=True)
 class ResolvedSource:
@@ -25,13 +23,8 @@ def _is_url(text: str) -> bool:
 
 
 def resolve_local(sources: list[str]) -> ResolvedSource:
-    """Turn the SOURCE arguments into a manifest (no network needed)."""
-    for s in sources:
-        if s.lower().startswith(PLATFORM_SCHEMES):
-            raise UsageError(
-                f"platform sources are not supported by this version: {s.split('?', 1)[0]}",
-                "pass a manifest JSON file or http(s) URLs",
-            )
+    """Turn manifest-file or URL SOURCE arguments into a manifest (no network needed); platform
+    URIs are `resolve.open_source`'s."""
     urls = [s for s in sources if _is_url(s)]
     if urls and len(urls) != len(sources):
         raise UsageError("mix of URLs and manifest files; pass one manifest, or only URLs")

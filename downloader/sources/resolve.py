@@ -91,7 +91,7 @@ async def open_run(source: str, env: Mapping[str, str] | None = None,
                          "use axom://jobs/<id> or tensorone://jobs/<id>")
     ref = parse_platform_uri(source)
     if ref.kind != "job" or ref.job_id is None:
-        raise UsageError(f"watch follows a training run, not {ref}",
+        raise UsageError(f"watch follows a training run, not a {ref.kind}: {source}",
                          f"use {ref.platform}://jobs/<id>")
     async with open_session(ref.platform, os.environ if env is None else env,
                             **session_options) as session:
