@@ -267,16 +267,17 @@ class WatchView:
                            "ts": log.ts, "stream": log.stream})
             logs.extend(LogText(LOG_PREFIX + part) for part in (text.splitlines() or [""]))
 
-        # Reading order: what happened to the run, where it got to, what it said; but the
-        # verdict of a finished run comes last.
+        # Reading order: what happened to the run, what it said since the last poll, where it
+        # got to (so the newest step is the last line above the next poll's); the verdict of a
+        # finished run comes last of all.
         if backwards is not None and status_text is None:
             status_text = backwards
         line = StatusLine(f"{label} {status_text}") if status_text else None
         if line is not None and not snap.terminal:
             items.append(line)
+        items.extend(logs)
         if progress is not None:
             items.append(progress)
-        items.extend(logs)
         if line is not None and snap.terminal:
             items.append(line)
 

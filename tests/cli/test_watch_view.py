@@ -48,15 +48,16 @@ def status_lines(updates: list[Update]) -> list[str]:
 def test_transcript_of_a_preempted_run_reads_calmly(axom_run, losses) -> None:
     lines = text(play(axom_run))
     spark_full = sparkline(losses(1, 40).values())
-    assert lines[:8] == [
+    assert lines[:9] == [
         "12:00:00 llama-3-8b-sft: queued (waiting for a worker), step 0/120",
         "12:00:02 provisioning (a worker is being set up)",
         "12:00:04 staging (loading data and weights onto the worker)",
         "12:00:06 running",
+        LOG_PREFIX + "starting training: 120 steps",
         "12:00:06 step 10/120 [#-------------------]   8%  loss 2.539 "
         f"{sparkline(losses(1, 10).values())}  lr 3.0e-04  12.4k tok/s  grad_norm 0.81",
-        LOG_PREFIX + "starting training: 120 steps",
         "12:00:08 checkpointing at step 40/120",
+        LOG_PREFIX + "saved checkpoint step-40",
         f"12:00:08 step 40/120 [######--------------]  33%  loss 1.54 {spark_full}  "
         "lr 3.0e-04  12.4k tok/s  grad_norm 0.81",
     ]
