@@ -87,7 +87,7 @@ SOURCE_HELP = ("axom://jobs/<id>, axom://models/<id>, tensorone://jobs/<id>[/che
 
 def _add_pull_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connections", type=_positive_int, default=None, metavar="N",
-                   help="parallel requests (default 16)")
+                   help="parallel requests across all files (default 32)")
     p.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
                    help="bytes per ranged request (default: automatic, at most 16M)")
     p.add_argument("--expect-params", type=_count, default=None, metavar="N",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from weightlift.downloader.errors import DiskFull, TransferFailed, redact_url
@@ -102,8 +104,11 @@ async def fetch_range(
             headers["If-Range"] = asked.validator
     offset = asked.start
     written = 0
+    target = URL(url, encoded=True)
+    proxy, proxy_auth = env_proxy(target.scheme, target.host)
     with _mapped_errors(url, lambda: written > 0):
-        async with session.get(URL(url, encoded=True), headers=headers) as resp:
+        async with session.get(target, headers=headers, proxy=proxy,
+                               proxy_auth=proxy_auth) as resp:
             resp_headers = {k: v for k, v in resp.headers.items()}
             decision = decide(resp.status, resp_headers, asked)
             if decision.verdict is Verdict.ERROR_STATUS:
@@ -140,8 +145,11 @@ async def probe_size(session: aiohttp.ClientSession, url: str) -> tuple[int | No
     """The object's size (None if the server will not say) and whether it answers Range
     requests, from one 1-byte request. Raises StatusError or NetworkError like fetch_range."""
     headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
+    target = URL(url, encoded=True)
+    proxy, proxy_auth = env_proxy(target.scheme, target.host)
     with _mapped_errors(url, lambda: False):
-        async with session.get(URL(url, encoded=True), headers=headers) as resp:
+        async with session.get(target, headers=headers, proxy=proxy,
+                               proxy_auth=proxy_auth) as resp:
             if resp.status == 206:
                 parsed = parse_content_range(resp.headers.get("Content-Range", ""))
                 if parsed is not None and parsed[2] is not None:
@@ -153,6 +161,23 @@ async def probe_size(session: aiohttp.ClientSession, url: str) -> tuple[int | No
             if resp.status == 416:  # nothing to range over: an empty object
                 return 0, True
             raise StatusError(resp.status, dict(resp.headers), await _read_error_body(resp))
+
+
+@functools.lru_cache(maxsize=64)
+def env_proxy(scheme: str, host: str | None) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for this scheme and host (HTTP(S)_PROXY, NO_PROXY), as
+    aiohttp's ``trust_env`` would pick it, looked up once per host.
+
+    The session itself runs with ``trust_env`` off: with it on, aiohttp would also read
+    ~/.netrc and send its credentials to the storage host (we promise none ever reach
+    storage), and it spends two thread hops per request on these lookups (1,000 small files,
+    2,000 hops)."""
+    if host is None:
+        return None, None
+    try:
+        return get_env_proxy_for_url(URL.build(scheme=scheme, host=host))
+    except LookupError:
+        return None, None
 
 
 @contextmanager

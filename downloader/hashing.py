@@ -23,7 +23,9 @@ class HashFrontier:
         self.offset = 0  # bytes [0, offset) are hashed
         self._target = 0
         self._task: asyncio.Task[None] | None = None
-        self._buf = bytearray(BLOCK)
+        # Allocated on first use, no larger than needed: a pull of 1,000 small files must not
+        # hold (or zero) a 4 MiB buffer per file.
+        self._buf: bytearray | None = None
 
     def advance(self, upto: int) -> None:
         """Ask for the frontier to reach ``upto`` (bytes before it are on disk)."""
@@ -40,10 +42,12 @@ class HashFrontier:
             self.offset = end
 
     def _hash_span(self, start: int, end: int) -> None:
+        if self._buf is None or len(self._buf) < min(BLOCK, end - start):
+            self._buf = bytearray(min(BLOCK, max(end - start, 64 << 10)))
         view = memoryview(self._buf)
         pos = start
         while pos < end:
-            want = min(BLOCK, end - pos)
+            want = min(len(view), end - pos)
             got = os.preadv(self._fd, [view[:want]], pos)
             if got <= 0:
                 raise OSError(f"part file shorter than expected at offset {pos}")
@@ -60,6 +64,7 @@ class HashFrontier:
         if self.offset < size:
             await asyncio.to_thread(self._hash_span, self.offset, size)
             self.offset = size
+        self._buf = None
         return self._sha.hexdigest()
 
     def cancel(self) -> None:
