@@ -18,14 +18,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weightlift.downloader.errors import UsageError, VerificationFailed
 from weightlift.downloader.hashing import sha256_file
 from weightlift.downloader.receipt import WORK_DIR, Receipt, ReceiptFile, load_receipt
 from weightlift.downloader.strict_json import StrictJSONError, loads_strict
-from weightlift.verify.deep import TensorFinding, scan_file
 from weightlift.verify.header import HeaderError, SafetensorsHeader, quote, read_header
 from weightlift.verify.report import FileReport, Problem, TensorScan, VerifyReport
+
+if TYPE_CHECKING:  # deep imports numpy (~40 ms): only `--deep` pays for it
+    from weightlift.verify.deep import TensorFinding
 
 SHARD_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -317,6 +320,8 @@ def verify_directory(directory: Path, *, expect_params: int | None = None, deep:
     scan_bytes = sum(h.data_bytes for h in headers.values()) if deep else 0
     hash_bytes = sum(e.size for e in to_hash)
     workers = max(1, min(4, os.cpu_count() or 1))
+    if deep:
+        from weightlift.verify.deep import scan_file
     with _progress_bar(hash_bytes + scan_bytes, progress, "verify") as on_bytes, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         hash_jobs: dict[str, Future[str]] = {

@@ -12,22 +12,19 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from weightlift.downloader.errors import PlatformError, UsageError
-from weightlift.downloader.sources.api_session import ApiSession
-from weightlift.downloader.sources.axom import AxomClient, AxomFollower, resolve_axom
-from weightlift.downloader.sources.follow import RunFollower
 from weightlift.downloader.sources.local import ResolvedSource, resolve_local
 from weightlift.downloader.sources.platform_uri import is_platform_uri, parse_platform_uri
-from weightlift.downloader.sources.tensorone import (
-    TensorOneClient,
-    TensorOneFollower,
-    resolve_tensorone,
-)
 
-__all__ = ["AXOM", "TENSORONE", "PlatformConfig", "RunFollower", "open_run", "open_session",
-           "open_source"]
+if TYPE_CHECKING:
+    # The platform clients are imported only when a platform source is used: a pull from a
+    # manifest file should not pay for them at start-up.
+    from weightlift.downloader.sources.api_session import ApiSession
+    from weightlift.downloader.sources.follow import RunFollower
+
+__all__ = ["AXOM", "TENSORONE", "PlatformConfig", "open_run", "open_session", "open_source"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,8 @@ def open_session(platform: Literal["axom", "tensorone"], env: Mapping[str, str],
                  **options: Any) -> ApiSession:
     """An (unopened) ApiSession for ``platform`` configured from ``env``. ``options`` go to
     ApiSession (retry policy, sleep, clock: for tests)."""
+    from weightlift.downloader.sources.api_session import ApiSession
+
     cfg = _CONFIGS[platform]
     key = env.get(cfg.key_env, "").strip()
     if not key:
@@ -72,6 +71,9 @@ async def open_source(sources: list[str], env: Mapping[str, str] | None = None,
     if len(sources) != 1:
         raise UsageError("pass one platform source per pull",
                          "a platform source cannot be mixed with other sources")
+    from weightlift.downloader.sources.axom import AxomClient, resolve_axom
+    from weightlift.downloader.sources.tensorone import TensorOneClient, resolve_tensorone
+
     ref = parse_platform_uri(sources[0])
     async with open_session(ref.platform, os.environ if env is None else env,
                             **session_options) as session:
@@ -93,6 +95,9 @@ async def open_run(source: str, env: Mapping[str, str] | None = None,
     if ref.kind != "job" or ref.job_id is None:
         raise UsageError(f"watch follows a training run, not a {ref.kind}: {source}",
                          f"use {ref.platform}://jobs/<id>")
+    from weightlift.downloader.sources.axom import AxomClient, AxomFollower
+    from weightlift.downloader.sources.tensorone import TensorOneClient, TensorOneFollower
+
     async with open_session(ref.platform, os.environ if env is None else env,
                             **session_options) as session:
         follower: RunFollower
