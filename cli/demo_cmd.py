@@ -14,12 +14,14 @@ import tempfile
 from pathlib import Path
 
 from weightlift.cli.progress import human_bytes
+from weightlift.downloader.planner import DEFAULT_CONNECTIONS
 from weightlift.emulator.runs import RunScript
 
 URL_LIFETIME = 2.0  # seconds: short enough that the pull has to refresh its URLs on the way
-# Object stores cap each connection (S3: ~85-90 MB/s); a lower cap here makes the transfer last
-# a couple of seconds, long enough for URLs to expire mid-pull.
-PER_CONNECTION_RATE = 6_000_000
+# Object stores cap each connection (S3: ~85-90 MB/s). The demo's cap holds the whole pull to
+# about 100 MB/s whatever the connection count, so 256 MiB takes ~2.7 s: long enough for the
+# 2 s URLs to be refreshed on the way.
+PER_CONNECTION_RATE = 100_000_000 // DEFAULT_CONNECTIONS
 POLL_INTERVAL = 0.5  # the demo's run is accelerated, so it is watched more closely than 5 s
 
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             source = f"axom://jobs/{job_id}"
             say(f"2/4 emulated Axom API on {platforms.axom_base}, storage on "
                 f"{platforms.storage_base} (presigned URLs live {URL_LIFETIME:g} s, each "
-                f"connection capped at {PER_CONNECTION_RATE / 1e6:.0f} MB/s)")
+                f"connection capped at {PER_CONNECTION_RATE / 1e6:.1f} MB/s)")
             say(f"3/4 weightlift watch {source} --pull -o {model_dir}")
             watch_args = argparse.Namespace(
                 source=source, interval=POLL_INTERVAL, pull=True, output=str(model_dir),
