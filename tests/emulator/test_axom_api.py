@@ -5,65 +5,25 @@ import json
 import struct
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from weightlift.emulator.api_faults import ApiFault
+from weightlift.emulator.api_probe import ApiProbe as Api
+from weightlift.emulator.api_probe import HandClock as Clock
 from weightlift.emulator.platforms import PlatformEndpoints
 from weightlift.emulator.runs import RunScript, RunTimeline
 
 KEY = "axom_live_emulator0000"
 
 
-class Clock:
-    """A hand-wound clock for the run lifecycle."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    text: str
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-
-    async def get(self, path: str, *, key: str | None = KEY,
-                  headers: dict[str, str] | None = None) -> Reply:
-        h = dict(headers or {})
-        if key is not None:
-            h["Authorization"] = f"Bearer {key}"
-        async with self.session.get(self.base + path, headers=h,
-                                    allow_redirects=False) as resp:
-            return Reply(resp.status, resp.headers, await resp.text())
-
-    async def ok(self, path: str) -> Any:
-        r = await self.get(path)
-        assert r.status == 200, r.text
-        return r.json()
-
-
 @pytest.fixture
 def clock(platforms: PlatformEndpoints) -> Clock:
-    c = Clock()
+    c = Clock(1000.0)
     platforms.emu.clock = c
     return c
 
@@ -71,7 +31,7 @@ def clock(platforms: PlatformEndpoints) -> Clock:
 @pytest.fixture
 async def api(platforms: PlatformEndpoints) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as s:
-        yield Api(s, platforms.axom_base)
+        yield Api(s, platforms.axom_base, KEY)
 
 
 def small(**kw: Any) -> RunScript:

@@ -5,16 +5,17 @@ import re
 import struct
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from weightlift.emulator.api_faults import ApiFault
+from weightlift.emulator.api_probe import ApiProbe as Api
+from weightlift.emulator.api_probe import ApiReply as Reply
+from weightlift.emulator.api_probe import HandClock as Clock
 from weightlift.emulator.platforms import PlatformEndpoints
 from weightlift.emulator.runs import RunScript, RunTimeline
 from weightlift.emulator.tensorone_api import human_size
@@ -25,44 +26,9 @@ RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset
                 "X-RateLimit-Window")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    text: str
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-
-    async def get(self, path: str, *, key: str | None = KEY) -> Reply:
-        h = {"Authorization": f"Bearer {key}"} if key is not None else {}
-        async with self.session.get(self.base + path, headers=h,
-                                    allow_redirects=False) as resp:
-            return Reply(resp.status, resp.headers, await resp.text())
-
-    async def ok(self, path: str) -> Any:
-        r = await self.get(path)
-        assert r.status == 200, r.text
-        return r.json()
-
-
 @pytest.fixture
 def clock(platforms: PlatformEndpoints) -> Clock:
-    c = Clock()
+    c = Clock(500.0)
     platforms.emu.clock = c
     return c
 
@@ -70,7 +36,7 @@ def clock(platforms: PlatformEndpoints) -> Clock:
 @pytest.fixture
 async def api(platforms: PlatformEndpoints) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as s:
-        yield Api(s, platforms.tensorone_base)
+        yield Api(s, platforms.tensorone_base, KEY)
 
 
 def small(**kw: Any) -> RunScript:
