@@ -39,13 +39,6 @@ def error_response(status: int, message: str | None) -> web.Response:
     return web.json_response({"detail": detail}, status=status)
 
 
-def authorized(request: web.Request, emu: PlatformEmulator) -> bool:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return (scheme.lower() == "bearer" and token.startswith(KEY_PREFIX)
-            and token == emu.axom_key)
-
-
 def unauthorized() -> web.Response:
     resp = error_response(401, "Invalid or missing API key")
     resp.headers["WWW-Authenticate"] = "Bearer"

@@ -53,13 +53,6 @@ def error_response(status: int, message: str | None,
     }, status=status)
 
 
-def authorized(request: web.Request, emu: PlatformEmulator) -> bool:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return (scheme.lower() == "bearer" and token.startswith(KEY_PREFIX)
-            and token == emu.tensorone_key)
-
-
 def unauthorized() -> web.Response:
     return error_response(401, "Invalid or missing API key",
                           {"hint": "send Authorization: Bearer tpo_..."})
