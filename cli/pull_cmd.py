@@ -168,8 +168,6 @@ def run(args: argparse.Namespace) -> int:
         if args.json:  # still exactly one JSON document for a CI gate to parse
             print(json.dumps({"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code}))
         raise
-    finally:
-        progress.close()
     if args.json:
         print(json.dumps(report, indent=1))
     return code
