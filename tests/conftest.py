@@ -14,6 +14,20 @@ from weightlift.emulator.serve import StorageEndpoint, ThreadedStorage
 from weightlift.emulator.storage import StorageEmulator
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Sizes of the reliability suite (tests/chaos). The defaults are CI's; the closing figures
+    come from e.g. `pytest -m chaos --trials 200 --kills 50 --tiny-files 50000`."""
+    group = parser.getgroup("chaos", "reliability suite sizes (tests/chaos)")
+    group.addoption("--trials", type=int, default=20, help="chaos trials (default 20)")
+    group.addoption("--kills", type=int, default=20, help="SIGKILLs in the crash loop (default 20)")
+    group.addoption("--tiny-files", type=int, default=5000,
+                    help="files in the many-tiny-files load pull (default 5000)")
+    group.addoption("--chaos-seed", type=int, default=20261125,
+                    help="base seed; trial i uses seed+i, printed on failure to replay it")
+    group.addoption("--chaos-report", default=None, metavar="PATH",
+                    help="append one JSON line of figures per trial, kill loop and load run")
+
+
 @pytest.fixture
 def storage() -> StorageEmulator:
     """A fresh, empty storage emulator (not served)."""
