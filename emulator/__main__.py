@@ -24,6 +24,7 @@ from aiohttp import web
 
 from weightlift.emulator.platforms import ClockFromFirstRequest, PlatformEmulator
 from weightlift.emulator.runs import RunScript, RunTimeline
+from weightlift.emulator.signing import STYLES
 from weightlift.emulator.storage import StorageEmulator
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--host", default="127.0.0.1")
     st.add_argument("--port", type=int, default=8700)
     st.add_argument("--lifetime", type=float, default=3600.0, help="URL lifetime, seconds")
-    st.add_argument("--style", choices=["s3v4", "expires"], default="s3v4")
+    st.add_argument("--style", choices=list(STYLES), default="s3v4")
     st.add_argument("--manifest", type=Path, default=None,
                     help="where to write the manifest (default: a file in the temp folder)")
     return p

@@ -14,6 +14,7 @@ Errors are FastAPI-shaped: `{"detail": "<message>"}`, or a list of objects for 4
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -226,8 +227,11 @@ class _AxomApi:
         files = []
         for rel in gen.files:
             key = f"{job.model_id}/{rel}"
-            files.append({"rel": rel, "size": self.emu.storage.size(key),
-                          "url": self.emu.presign(key, style="s3v4")})
+            entry: dict[str, Any] = {"rel": rel, "size": self.emu.storage.size(key),
+                                     "url": self.emu.presign(key, style="s3v4")}
+            if self.emu.manifest_sha256:  # of the object as stored now (a replace changes it)
+                entry["sha256"] = await asyncio.to_thread(self.emu.storage.sha256, key)
+            files.append(entry)
         return web.json_response({"model_id": job.model_id, "name": f"{job.name}-fused",
                                   "version": "1", "files": files})
 

@@ -122,6 +122,10 @@ class PlatformEmulator:
         self.axom_scopes: set[str] = {"read", "models"}  # drop "models" to get 403s on download
         self.tensorone_key = tensorone_key
         self.url_lifetime = url_lifetime
+        # Presign style for every download URL (signing.STYLES); None: each platform's own
+        # (Axom S3 SigV4, TensorOne `expires`).
+        self.url_style: str | None = None
+        self.manifest_sha256 = False  # Axom manifests carry each file's sha256 when set
         self.clock = clock
         self.storage = storage if storage is not None else StorageEmulator()
         self.storage_base_url = ""
@@ -232,7 +236,8 @@ class PlatformEmulator:
         if not self.storage_base_url:
             raise RuntimeError("storage_base_url is not set: serve the storage app first")
         return self.storage.presign(key, lifetime=self.url_lifetime,
-                                    base_url=self.storage_base_url, style=style)
+                                    base_url=self.storage_base_url,
+                                    style=self.url_style or style)
 
     # --- faults and rate limit -------------------------------------------------------------
     def inject_api(self, platform: Literal["axom", "tensorone"], path_prefix: str,

@@ -252,6 +252,8 @@ class StorageEmulator:
 
         `style="s3v4"`: SigV4 query auth, signed for `method` only (a GET URL does not
         authorize HEAD, as on S3). `style="expires"`: `?expires=<epoch>&sig=<hex>`, any method.
+        `"cloudfront"`, `"azure"` (SAS), `"nginx"` (secure_link): those services' query forms,
+        any method, each answered in its own dialect once expired (see signing.py).
         `base_url` is `scheme://host:port` (no path); the key need not exist yet.
         """
         path = self.path_of(key)
@@ -330,7 +332,8 @@ class StorageEmulator:
                 "The request signature we calculated does not match the signature you "
                 "provided. Check your key and signing method.")
         if checked.verdict is Verdict.EXPIRED:
-            return self._expired(rec, request, checked.expires_at, checked.lifetime)
+            return self._expired(rec, request, checked.expires_at, checked.lifetime,
+                                 checked.style)
 
         obj = self._objects.get(key)
         if obj is None:
@@ -356,7 +359,8 @@ class StorageEmulator:
         if fault is not None and fault.kind == "status":
             return self._status_fault(rec, request, fault)
         if fault is not None and fault.kind == "expire":
-            return self._expired(rec, request, self.clock() - 1, checked.lifetime)
+            return self._expired(rec, request, self.clock() - 1, checked.lifetime,
+                                 checked.style)
         if not sel.satisfiable:
             return self._error(rec, request, 416, "InvalidRange",
                                "The requested range is not satisfiable",
@@ -567,9 +571,31 @@ class StorageEmulator:
 
     def _expired(
         self, rec: RequestRecord, request: web.Request, expires_at: float | None,
-        lifetime: int | None,
+        lifetime: int | None, style: str = "s3v4",
     ) -> web.Response:
+        """The answer real storage gives a URL past its time, in the URL's own dialect."""
         now = self.clock()
+        if style == "cloudfront":  # CloudFront: a bare AccessDenied, no reason given
+            return self._error(rec, request, 403, "AccessDenied", "Access denied",
+                               headers={"Server": "CloudFront"})
+        if style == "azure":
+            start = email.utils.formatdate(now - 300, usegmt=True)
+            end = email.utils.formatdate(expires_at if expires_at is not None else now,
+                                         usegmt=True)
+            return self._error(
+                rec, request, 403, "AuthenticationFailed",
+                "Server failed to authenticate the request. Make sure the value of "
+                "Authorization header is formed correctly including the signature.",
+                {"AuthenticationErrorDetail": "Signature not valid in the specified time "
+                 f"frame: Start [{start}] - Expiry [{end}] - Current [{_http_date(now)}]"},
+                headers={"x-ms-error-code": "AuthenticationFailed",
+                         "Server": "Windows-Azure-Blob/1.0"})
+        if style == "nginx":  # secure_link: `if ($secure_link = "0") { return 403; }`
+            rec.status = 403
+            return web.Response(status=403, content_type="text/html", headers={
+                "Server": "nginx"}, text="<html>\r\n<head><title>403 Forbidden</title></head>"
+                "\r\n<body>\r\n<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx"
+                "</center>\r\n</body>\r\n</html>\r\n")
         extra = {
             "X-Amz-Expires": str(lifetime if lifetime is not None else ""),
             "Expires": _iso(expires_at if expires_at is not None else now),

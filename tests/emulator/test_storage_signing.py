@@ -160,3 +160,116 @@ async def test_query_auth_plus_authorization_header_is_rejected_and_recorded(
     rec = storage_server.emu.requests[-1]
     assert rec.headers["authorization"] == "Bearer axom_x"  # case-insensitive
     assert rec.status == 400
+
+
+# --- the real services' forms: CloudFront, Azure SAS, nginx secure_link ------------------------
+
+NEW_STYLES = ("cloudfront", "azure", "nginx")
+
+
+def test_real_styles_carry_the_services_parameters():
+    emu = StorageEmulator(clock=FakeClock(1_700_000_000.75))
+    cf = _params(emu.presign("k", lifetime=0.5, base_url="http://h:1", style="cloudfront"))
+    assert set(cf) == {"Expires", "Signature", "Key-Pair-Id", EXACT_EXPIRY}
+    assert cf["Expires"] == "1700000002"
+    assert re.fullmatch(r"[A-Za-z0-9~_-]{28}", cf["Signature"])  # CloudFront's base64 alphabet
+    az = _params(emu.presign("k", lifetime=0.5, base_url="http://h:1", style="azure"))
+    assert set(az) == {"sv", "st", "se", "sr", "sp", "sig", EXACT_EXPIRY}
+    assert az["se"] == "2023-11-14T22:13:22Z"  # rounded up, whole seconds
+    assert az["sp"] == "r"
+    assert az["sr"] == "b"
+    ng = _params(emu.presign("k", lifetime=0.5, base_url="http://h:1", style="nginx"))
+    assert set(ng) == {"md5", "expires", EXACT_EXPIRY}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", ng["md5"])  # base64url md5, no padding
+    assert ng["expires"] == "1700000002"
+
+
+@pytest.mark.parametrize("style", NEW_STYLES)
+@pytest.mark.parametrize(("now", "verdict"), [
+    (1000.0, Verdict.OK), (1009.99, Verdict.OK), (1010.0, Verdict.EXPIRED)])
+def test_real_styles_judge_expiry_at_the_exact_instant(style, now, verdict):
+    from urllib.parse import parse_qsl
+
+    s = Signer(b"k")
+    query = s.presign_query(raw_path="/b/x", host="h", now=1000.0, lifetime=10, style=style)
+    checked = s.check(method="GET", host="h", raw_path="/b/x", pairs=parse_qsl(query), now=now)
+    assert checked.verdict is verdict
+    assert checked.style == style
+
+
+@pytest.mark.parametrize("style", NEW_STYLES)
+async def test_real_styles_serve_the_object_for_get_and_head(storage_server, fetch, style):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    url = storage_server.presign("a.bin", style=style)
+    ans = await fetch(url)
+    assert ans.status == 200
+    assert ans.body == DATA
+    assert (await fetch(url, method="HEAD")).status == 200
+
+
+@pytest.mark.parametrize(("style", "name", "value"), [
+    ("cloudfront", "Signature", "A" * 28), ("cloudfront", "Expires", "9999999999"),
+    ("cloudfront", "Key-Pair-Id", "KOTHER"), ("azure", "sig", "AAAA"),
+    ("azure", "se", "2099-01-01T00:00:00Z"), ("azure", "sp", "rw"),
+    ("nginx", "md5", "A" * 22), ("nginx", "expires", "9999999999"),
+    ("nginx", EXACT_EXPIRY, "9999999999.0"),
+])
+async def test_real_styles_reject_a_tampered_parameter(storage_server, fetch, style, name, value):
+    storage_server.emu.put_bytes("a.bin", DATA)
+    url = _tamper(storage_server.presign("a.bin", style=style), name, value)
+    ans = await fetch(url)
+    assert ans.status == 403
+    assert b"SignatureDoesNotMatch" in ans.body
+    other = storage_server.presign("a.bin", style=style).replace("/weights/a.bin", "/weights/b")
+    assert (await fetch(other)).status == 403  # a URL is good for its own key only
+
+
+async def test_azure_url_is_not_valid_before_its_start(aiohttp_server, fetch):
+    clock = FakeClock()
+    emu = StorageEmulator(clock=clock)
+    emu.put_bytes("a.bin", DATA)
+    server = await aiohttp_server(emu.app)
+    url = emu.presign("a.bin", lifetime=30, base_url=f"http://{server.host}:{server.port}",
+                      style="azure")
+    clock.now -= 301  # `st` is five minutes before signing, as SDKs set it for clock skew
+    assert (await fetch(url)).status == 403
+    clock.now += 302
+    assert (await fetch(url)).status == 200
+
+
+@pytest.mark.parametrize(("style", "status", "marker"), [
+    ("cloudfront", 403, b"<Code>AccessDenied</Code><Message>Access denied</Message>"),
+    ("azure", 403, b"<Code>AuthenticationFailed</Code>"),
+    ("nginx", 403, b"<title>403 Forbidden</title>"),
+])
+async def test_expired_real_styles_answer_in_their_own_dialect(aiohttp_server, fetch, style,
+                                                                status, marker):
+    clock = FakeClock()
+    emu = StorageEmulator(clock=clock)
+    emu.put_bytes("a.bin", DATA)
+    server = await aiohttp_server(emu.app)
+    url = emu.presign("a.bin", lifetime=30, base_url=f"http://{server.host}:{server.port}",
+                      style=style)
+    assert (await fetch(url)).status == 200
+    clock.now += 31
+    ans = await fetch(url)
+    assert ans.status == status
+    assert marker in ans.body
+    if style == "azure":
+        assert ans.headers["x-ms-error-code"] == "AuthenticationFailed"
+        assert b"Signature not valid in the specified time frame" in ans.body
+
+
+@pytest.mark.parametrize("style", ["s3v4", "expires", *NEW_STYLES])
+def test_the_downloader_reads_each_styles_expiry_from_the_url(style):
+    """downloader/url_expiry reads the standard field of every form (X-Amz-Date+X-Amz-Expires,
+    `expires`, CloudFront `Expires`, Azure `se`), never the emulator's private exact one."""
+    from datetime import datetime, timezone
+
+    from weightlift.downloader.url_expiry import expiry_of
+
+    emu = StorageEmulator(clock=FakeClock(1_700_000_000.25))
+    url = emu.presign("dir/a.bin", lifetime=100, base_url="http://h:1", style=style)
+    assert expiry_of(url) == datetime.fromtimestamp(1_700_000_101, timezone.utc)
+    stripped = re.sub(rf"&?{EXACT_EXPIRY}=[^&]*", "", url)
+    assert expiry_of(stripped) == expiry_of(url)
