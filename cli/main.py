@@ -9,7 +9,9 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from weightlift.downloader.errors import (
@@ -164,8 +166,24 @@ def _setup_logging(verbosity: int) -> None:
     env = os.environ.get("WEIGHTLIFT_LOG", "").upper()
     if env in ("DEBUG", "INFO", "WARNING", "ERROR"):
         level = getattr(logging, env)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="weightlift: %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().handlers:
+        return  # the embedding program (or a test harness) configured logging already
+    # Every record, ours or a library's (aiohttp, asyncio), with its traceback, is redacted:
+    # no URL query string (signatures), Authorization value or API key reaches stderr.
+    from weightlift.downloader.redact import RedactingFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("weightlift: %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)  # warnings (ResourceWarning & co.) go through it too
+
+
+def _redacted_excepthook(exc_type: type[BaseException], exc: BaseException,
+                         tb: TracebackType | None) -> None:
+    """WEIGHTLIFT_TRACEBACK=1 shows the traceback, redacted like the log."""
+    from weightlift.downloader.redact import redact_text
+
+    sys.stderr.write(redact_text("".join(traceback.format_exception(exc_type, exc, tb))))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +214,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         build_parser().print_help(sys.stderr)
         return EXIT_USAGE
     except WeightliftError as exc:
-        print(f"weightlift: error: {exc.one_line()}", file=sys.stderr)
+        print(f"weightlift: error: {scrub(exc.one_line())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("weightlift: interrupted; progress is kept, run the same command to resume",
@@ -212,4 +230,5 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
+    sys.excepthook = _redacted_excepthook
     sys.exit(run())

@@ -16,6 +16,7 @@ from weightlift.downloader.events import (
     PullStarted,
     Retrying,
 )
+from weightlift.downloader.redact import redact_text
 
 PER_FILE_BARS_MAX = 6
 
@@ -42,6 +43,7 @@ class Progress:
     def say(self, text: str) -> None:
         if self.quiet:
             return
+        text = redact_text(text)  # reasons may quote a server's words
         if self._total is not None:
             self._total.write(text, file=self.stream)
         else:

@@ -22,6 +22,7 @@ from weightlift.downloader.errors import (
 )
 from weightlift.downloader.planner import DEFAULT_CONNECTIONS
 from weightlift.downloader.pull import pull
+from weightlift.downloader.redact import redact_obj, redact_text
 from weightlift.downloader.retry import RetryPolicy
 from weightlift.downloader.sources.local import ResolvedSource
 
@@ -95,7 +96,7 @@ async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Name
         # A file that can never be right (1) outranks bad input (2) and transfer trouble (3).
         code = min(f.exit_code or EXIT_TRANSFER_FAILED for f in failed)
         for f in failed:
-            print(f"weightlift: error: {f.error}", file=sys.stderr)
+            print(f"weightlift: error: {redact_text(f.error or '')}", file=sys.stderr)
         report["ok"] = False
         report["exit_code"] = code
         return code, report
@@ -166,8 +167,9 @@ def run(args: argparse.Namespace) -> int:
         code, report = asyncio.run(run_cancellable(resolve_then_pull()))
     except WeightliftError as exc:
         if args.json:  # still exactly one JSON document for a CI gate to parse
-            print(json.dumps({"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code}))
+            print(json.dumps(redact_obj(
+                {"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code})))
         raise
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(redact_obj(report), indent=1))
     return code

@@ -33,6 +33,7 @@ from weightlift.downloader.errors import (
     PlatformError,
     WeightliftError,
 )
+from weightlift.downloader.redact import redact_obj, redact_text
 from weightlift.downloader.sources.run_status import RunSnapshot
 
 # A fixed-width bar: the metrics after it change length, and tqdm would squeeze the bar instead.
@@ -62,7 +63,7 @@ class WatchOutput:
             return
         # allow_nan=False: the view already turned NaN into null; a stray one must not
         # produce a line that strict JSON parsers reject.
-        print(json.dumps(event, allow_nan=False), file=self.stdout, flush=True)
+        print(json.dumps(redact_obj(event), allow_nan=False), file=self.stdout, flush=True)
         if event.get("event") == "done":
             self.done_sent = True
 
@@ -70,6 +71,7 @@ class WatchOutput:
         """A line for the person (nothing in --json mode; only status lines with -q)."""
         if self.json_mode or (self.quiet and not status):
             return
+        text = redact_text(text)  # platform text (run errors, log lines) is quoted here
         if self._bar is not None:
             self._bar.write(text, file=self.stderr)
         else:

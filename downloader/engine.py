@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import random
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from weightlift.downloader.errors import (
     VerificationFailed,
     WeightliftError,
     redact_url,
+    write_failed,
 )
 from weightlift.downloader.events import (
     BytesReceived,
@@ -39,6 +41,7 @@ from weightlift.downloader.events import (
     PullStarted,
     Retrying,
 )
+from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.fetch import (
     Abandon,
     NetworkError,
@@ -48,12 +51,16 @@ from weightlift.downloader.fetch import (
     probe_size,
 )
 from weightlift.downloader.finalize import (
+    NotLogged,
     Sealed,
     check_free_space,
     commit_batch,
+    hold_reserve,
     move_into_place,
     open_part,
     preallocate,
+    release_reserve,
+    reserve_size,
 )
 from weightlift.downloader.hashing import HashFrontier, sha256_file
 from weightlift.downloader.journal import (
@@ -72,7 +79,8 @@ from weightlift.downloader.planner import (
 from weightlift.downloader.ranges import RangeSet
 from weightlift.downloader.resolver import ManifestResolver
 from weightlift.downloader.response_check import Asked, Verdict, storage_sha256
-from weightlift.downloader.retry import RetryPolicy
+from weightlift.downloader.retry import RetryPolicy, parse_retry_after
+from weightlift.downloader.safe_files import reserve_fds
 from weightlift.downloader.workarea import WorkArea
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,11 @@ log = logging.getLogger(__name__)
 # A header check for files whose format we know: (prefix, file size) -> bytes still needed
 # before it can judge, or 0 when it has judged (raising VerificationFailed when bad).
 HeaderCheck = Callable[[str, bytes, int], int]
+
+# Part files open at once, about: the first this many are opened (and preallocated) up front;
+# later ones when their turn comes, once earlier ones are sealed and closed. A pull of 50,000
+# tiny files would otherwise hold 50,000 descriptors (EMFILE past the usual 1,024 or 20,000).
+MAX_OPEN_PARTS = 512
 
 
 def _user_agent() -> str:
@@ -98,8 +111,12 @@ class EngineConfig:
     connect_timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     durable: bool = True  # fsync data before the journal that claims it, and before rename
-    journal_bytes: int = 4 << 20  # journal when this much is unjournaled, per connection
+    # Journal when this much (or 1/400 of the model, if less) is unjournaled across files, at
+    # most every journal_spacing s and at least every journal_interval s: a kill -9 then costs
+    # about max(1/400 of the model, 256 KiB, what 50 ms bring) plus the blocks in flight.
+    journal_bytes: int = 4 << 20
     journal_interval: float = 1.0
+    journal_spacing: float = 0.05
     max_file_restarts: int = 3
     max_bad_responses: int = 8
     max_expired_streak: int = 5
@@ -135,7 +152,27 @@ class PullResult:
         return all(f.status != "failed" for f in self.files)
 
 
-@dataclass
+class _DoneFlag:
+    """Set once a file has its result. Not an asyncio.Event per file (a dict and a deque,
+    about 0.8 KB: 40 MB for 50,000 files): the engine counts the files still to land."""
+
+    __slots__ = ("_set", "on_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self.on_set: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            if self.on_set is not None:
+                self.on_set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+@dataclass(slots=True)  # one per file: 50,000 files
 class _File:
     """Mutable download state of one file (owned by the engine's event loop)."""
 
@@ -147,6 +184,7 @@ class _File:
     frontier: HashFrontier | None = None
     generation: int = 0
     restarts: int = 0
+    object_changed: bool = False  # its object was replaced on storage during this pull
     bad_responses: int = 0
     no_range_answers: int = 0
     fetched: int = 0
@@ -155,7 +193,10 @@ class _File:
     header_need: int = 0  # prefix bytes the header check asked for (0: not asked yet)
     journal_on_disk: bool = False  # a journal file may exist for it (unlink when finished)
     finalizing: bool = False
-    done_event: asyncio.Event = field(default_factory=asyncio.Event)
+    sealed: bool = False  # whole and synced, but the finished log could not take it
+    stale_part: bool = False  # a part on disk its journal does not vouch for: emptied on open
+    part_owned: int = 0  # bytes of disk a part left by an earlier run holds (free-space check)
+    done_event: _DoneFlag = field(default_factory=lambda: _DoneFlag())
     result: FileResult | None = None
     storage_sha: str | None = None
 
@@ -184,10 +225,20 @@ class Engine:
         self._files: dict[str, _File] = {}
         self._queue: asyncio.Queue[Chunk] = asyncio.Queue()
         self._journal_wakeup = asyncio.Event()
+        self._unjournaled = 0  # bytes written, not yet claimed by a journal, across files
+        self._journal_budget = config.journal_bytes  # set from the model's size in run()
         self._journal_lock = asyncio.Lock()  # one writer at a time, in generation order
         self._finalizers: set[asyncio.Task[None]] = set()
         self._commits: list[tuple[Sealed, asyncio.Future[None]]] = []
         self._work_files: set[str] | None = None  # names in the parts folder at the start
+        # Part files open now (rel -> file). At most about MAX_OPEN_PARTS: the first ones are
+        # opened up front, the rest when their turn comes (50,000 files, 50,000 fds otherwise).
+        self._opened: dict[str, _File] = {}
+        self._max_open = max(MAX_OPEN_PARTS, 2 * config.connections)
+        self._room = asyncio.Event()  # a finaliser ended: a part may have been closed
+        self._sealing = 0  # finalisers whose part is open: each will close it or restart
+        self._unlanded = 0  # files of the transfer without a result yet
+        self._landed = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         # Set when the pull cannot go on (disk full, a finaliser crashed): the pool stops.
         self._crash: asyncio.Future[None] | None = None
@@ -214,7 +265,7 @@ class Engine:
             if entry is not None and await asyncio.to_thread(
                 _still_final, final, entry, mf.size, mf.sha256
             ) or entry is not None and await asyncio.to_thread(
-                self._recover_sealed, mf.rel, final, entry
+                self._recover_sealed, mf.rel, final, entry, mf.size, mf.sha256
             ):
                 results[mf.rel] = FileResult(mf.rel, entry.size, entry.sha256,
                                              "already-complete", etag=entry.etag,
@@ -225,6 +276,10 @@ class Engine:
                 self.emit(FileFinished(mf.rel, entry.size, entry.sha256, skipped=True))
                 continue
             todo.append(_File(rel=mf.rel, size=mf.size, expected_sha=mf.sha256))
+        # At most about _max_open part files are open at once (plus those a connection is
+        # busy with past that bound): make room, or say so now.
+        reserve_fds(min(len(todo), self._max_open + self.cfg.connections),
+                    self.cfg.connections)
 
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.cfg.connect_timeout,
@@ -236,31 +291,49 @@ class Engine:
         # trust_env off: proxies from the environment are applied per request in fetch.py
         # (env_proxy), without aiohttp's ~/.netrc lookup, whose credentials must not reach
         # storage.
+        # No cookie jar: a cookie one storage host sets is never replayed, to it or to another
+        # host a redirect leads to.
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False, trust_env=False,
-            headers={"User-Agent": _user_agent()},
+            headers={"User-Agent": _user_agent()}, cookie_jar=aiohttp.DummyCookieJar(),
         ) as session:
             self._session = session
             try:
                 await self._probe_sizes(todo)
-                total = sum(f.size or 0 for f in todo)
+                # A file whose probe failed (404, refused) has its result: nothing to open.
+                live = [f for f in todo if f.result is None]
+                total = sum(f.size or 0 for f in live)
                 if not self._chunk_size:
                     self._chunk_size = auto_chunk_size(total, self.cfg.connections)
+                self._journal_budget = min(self.cfg.journal_bytes, max(256 << 10, total // 400))
                 self._work_files = _listing(self.work.parts)
-                for f in todo:
-                    resumed += self._open(f)
+                _sweep_journal_temps(self.work.parts, self._work_files)
+                for i, f in enumerate(live):
+                    resumed += self._resume(f)
+                    # Up front for a model's usual few to hundreds of files (a symlink or a
+                    # full disk shows before any fetch); beyond that, when their turn comes.
+                    if i < self._max_open:
+                        self._open(f)
+                if live:  # given back by _shutdown, for the journals on a disk filled meanwhile
+                    await asyncio.to_thread(hold_reserve, self.work.reserve,
+                                            reserve_size(len(live)))
                 if self.cfg.check_free_space:
+                    # A part not opened yet: its earlier blocks taken off its size up front.
                     await asyncio.to_thread(check_free_space, self.work, [
-                        (f.size or 0, f.fd) for f in todo
+                        (f.size or 0, f.fd) if f.fd >= 0
+                        else (max(0, (f.size or 0) - f.part_owned), -1) for f in live
                     ])
-                for f in todo:
-                    if f.size:
+                for f in live:
+                    if f.size and f.fd >= 0:
                         preallocate(f.fd, f.size, self.work.out_dir)
+                log.debug("pull: %d file(s), %d to fetch (%d bytes on disk already), "
+                          "%d connections, chunks of %d bytes", len(manifest.files), len(live),
+                          resumed, self.cfg.connections, self._chunk_size)
                 self.emit(PullStarted(len(manifest.files),
                                       manifest.known_bytes or total + resumed, resumed))
-                for f in todo:
+                for f in live:
                     self.emit(FileStarted(f.rel, f.size or 0, f.done.total))
-                await self._transfer(todo)
+                await self._transfer(live)
             finally:
                 self._session = None
                 await self._shutdown(todo)
@@ -277,9 +350,14 @@ class Engine:
             restarts=self.restarts,
         )
 
-    def _recover_sealed(self, rel: str, final: Path, entry: FinishedEntry) -> bool:
+    def _recover_sealed(self, rel: str, final: Path, entry: FinishedEntry, size: int | None,
+                        sha256: str | None) -> bool:
         """A file logged as finished whose rename a kill interrupted: its sealed part is still
-        in the work area, untouched since (same size and mtime). Move it into place."""
+        in the work area, untouched since (same size and mtime). Move it into place, unless
+        the manifest now names other bytes (the model changed since): that part is stale."""
+        if (size is not None and size != entry.size) or (
+                sha256 is not None and sha256 != entry.sha256):
+            return False
         part = self.work.part_path(rel)
         try:
             st = os.stat(part, follow_symlinks=False)
@@ -320,34 +398,69 @@ class Engine:
                 await self._backoff(f, exc.reason, attempt, None, None)
             attempt += 1
 
-    def _open(self, f: _File) -> int:
-        """Open (or resume) the part file; returns the bytes already on disk for it."""
+    def _resume(self, f: _File) -> int:
+        """Judge the file's journal against its part on disk (a stat, no descriptor kept);
+        returns the bytes already on disk for it. ``_open`` opens the part later."""
         assert f.size is not None or (f.journal is not None and not f.journal.ranged)
         part = self.work.part_path(f.rel)
-        f.fd = open_part(part)
-        resumed = 0
         journal_path = self.work.journal_path(f.rel)
         # One listing of the work area instead of a failed open per file (1,000 small files).
         f.journal_on_disk = self._work_files is None or journal_path.name in self._work_files
+        st = None
+        if self._work_files is None or part.name in self._work_files:
+            try:
+                st = os.stat(part, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+        # Anything but a plain file there is refused by open_part when the part is opened.
+        disk_size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
+        f.part_owned = st.st_blocks * 512 if st is not None and stat.S_ISREG(st.st_mode) else 0
         prior = load_journal(journal_path, f.rel, f.size) if f.journal_on_disk else None
-        disk_size = os.fstat(f.fd).st_size
         if prior is not None and prior.done.total and (
             max(e for _, e in prior.done) <= disk_size
         ):
             f.journal = prior
-            resumed = prior.done.total
-        else:
-            ranged = f.journal.ranged if f.journal is not None else True
+            return prior.done.total
+        ranged = f.journal.ranged if f.journal is not None else True
+        f.stale_part = st is not None
+        f.part_owned = 0 if f.stale_part else f.part_owned
+        f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
+        return 0
+
+    def _open(self, f: _File) -> None:
+        """Open the part file (its journal judged by ``_resume``)."""
+        part = self.work.part_path(f.rel)
+        f.fd = open_part(part, self.work.out_dir)
+        self._opened[f.rel] = f
+        if f.stale_part:
             os.ftruncate(f.fd, 0)
-            f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
+            f.stale_part = False
         f.frontier = HashFrontier(f.fd)
-        return resumed
+
+    async def _ensure_open(self, f: _File) -> None:
+        """Open a part not opened up front, now that its turn has come. With about
+        MAX_OPEN_PARTS parts open, first wait while finished files are being sealed and closed
+        (``_sealing``: finalisers whose part is open need nothing else to get there, so this
+        cannot deadlock): downloads never outrun the fsyncs by more than that many files. The
+        preallocation meets a full disk here (DiskFull)."""
+        while f.fd < 0 and len(self._opened) >= self._max_open and self._sealing:
+            self._room.clear()
+            await self._room.wait()
+        if f.fd >= 0 or f.result is not None:
+            return
+        self._open(f)
+        if f.size:
+            preallocate(f.fd, f.size, self.work.out_dir)
 
     # ---- the pool ----------------------------------------------------------------------
 
     async def _transfer(self, files: list[_File]) -> None:
         for f in files:
             self._files[f.rel] = f
+            if not f.done_event.is_set():
+                self._unlanded += 1
+                f.done_event.on_set = self._one_landed
+        for f in files:
             self._enqueue(f)
             self._check_complete(f)
         workers = [asyncio.ensure_future(self._worker()) for _ in range(self.cfg.connections)]
@@ -383,12 +496,18 @@ class Engine:
 
     def _finalizer_done(self, task: asyncio.Task[None]) -> None:
         self._finalizers.discard(task)
+        self._room.set()
         if not task.cancelled() and task.exception() is not None:
             self._stop_pull(task.exception())  # type: ignore[arg-type]
 
+    def _one_landed(self) -> None:
+        self._unlanded -= 1
+        if self._unlanded <= 0:
+            self._landed.set()
+
     async def _all_done(self, files: list[_File]) -> None:
-        for f in files:
-            await f.done_event.wait()
+        if self._unlanded:
+            await self._landed.wait()
         # Let finalisers that signalled completion return before we leave.
         if self._finalizers:
             await asyncio.gather(*self._finalizers)
@@ -405,6 +524,7 @@ class Engine:
             f = self._files[chunk.rel]
             if f.result is None:
                 try:
+                    await self._ensure_open(f)
                     await self._fetch_chunk(f, chunk)
                 except Abandon:
                     pass  # the file failed or restarted; its result says why
@@ -436,12 +556,16 @@ class Engine:
             asked = Asked(start=start, end=end, size=f.size, ranged=not whole,
                           validator=f.journal.etag)
             before = f.fetched
+            log.debug("%s: requesting %s%s", f.rel,
+                      "the whole file" if whole else f"bytes {start}-{end - 1}",
+                      f" (try {attempt + 1})" if attempt else "")
             try:
                 answer = await fetch_range(
                     self._session_or_fail(), url, asked, f.fd,
                     lambda off, n: self._on_bytes(f, generation, off, n),
                     read_size=self.cfg.read_size,
-                    same_object=lambda etag: self._same_object(f, etag),
+                    same_object=lambda etag: self._same_object(f, etag, generation),
+                    where=str(self.work.out_dir),
                 )
             except Abandon:
                 return
@@ -482,15 +606,23 @@ class Engine:
         assert self._session is not None
         return self._session
 
-    def _same_object(self, f: _File, etag: str | None) -> bool:
+    def _same_object(self, f: _File, etag: str | None, generation: int) -> bool:
         """The first ETag seen for a file is authoritative; any other means a new object."""
         assert f.journal is not None
+        if f.generation != generation:
+            # Answered after the file restarted: its ETag (the old object's, maybe) must not
+            # become the new generation's validator, which would restart the file again.
+            raise Abandon()
         if etag is None:
             return True
         if f.journal.etag is None:
             f.journal.etag = etag
             return True
-        return f.journal.etag == etag
+        if f.journal.etag != etag:
+            log.debug("%s: ETag changed from %s to %s: the object was replaced", f.rel,
+                      f.journal.etag, etag)
+            return False
+        return True
 
     def _lose_progress(self, f: _File) -> None:
         assert f.journal is not None
@@ -507,7 +639,8 @@ class Engine:
         f.unjournaled += n
         self.resolver.note_progress()
         self.emit(BytesReceived(f.rel, n))
-        if f.unjournaled >= self.cfg.journal_bytes:
+        self._unjournaled += n
+        if self._unjournaled >= self._journal_budget:
             self._journal_wakeup.set()
         assert f.frontier is not None
         prefix = f.done.prefix_end()
@@ -543,9 +676,12 @@ class Engine:
         self._check_header(f, prefix_end)  # the bytes may be there already
 
     async def _on_rejected(self, f: _File, generation: int, exc: Rejected) -> None:
+        if f.generation != generation:
+            return  # the file restarted while this request ran: its answer is about the past
         verdict = exc.decision.verdict
         reason = exc.decision.reason
         if verdict is Verdict.OBJECT_CHANGED:
+            f.object_changed = True
             await self._restart(f, f"object changed on the server ({reason})")
         elif verdict is Verdict.NO_RANGE_SUPPORT and f.no_range_answers < 2:
             # One 200 to a Range request may be a hiccup (a proxy, a cache); retry first.
@@ -575,6 +711,8 @@ class Engine:
             can_refresh=self.resolver.can_refresh,
         )
         reason = storage_errors.describe(exc.status, exc.body)
+        log.debug("%s: storage answered %s (%s) for %s", f.rel, reason, kind.value,
+                  redact_url(url))
         if kind is storage_errors.StorageErrorKind.EXPIRED:
             if not self.resolver.can_refresh:
                 self._fail(f, TransferFailed(
@@ -596,8 +734,18 @@ class Engine:
 
     async def _backoff(self, f: _File, reason: str, attempt: int, status: int | None,
                        retry_after: str | None) -> None:
+        now = datetime.now(timezone.utc)
+        asked = parse_retry_after(retry_after, now) if retry_after is not None else None
+        if asked is not None and asked > self.cfg.retry.retry_after_cap:
+            # Storage asks for longer than we will wait (429 Retry-After: 86400, a date next
+            # week): sleeping the cap and asking again would be rude and still fail; say so now.
+            self._fail(f, TransferFailed(
+                f"{f.rel}: storage asks to wait {_human_wait(asked)} before trying again "
+                f"({reason}, Retry-After)",
+                "run the same command again after that; finished bytes are kept"))
+            raise Abandon()
         delay = self.cfg.retry.delay(attempt, status=status, retry_after=retry_after,
-                                     now=datetime.now(timezone.utc), rng=self._rng)
+                                     now=now, rng=self._rng)
         if delay is None:
             self._fail(f, TransferFailed(
                 f"{f.rel}: gave up after {attempt + 1} tries: {reason}",
@@ -627,8 +775,11 @@ class Engine:
         f.journal = JournalState(rel=f.rel, size=f.size or 0, ranged=ranged)
         f.journal_on_disk = True
         async with self._journal_lock:
-            await asyncio.to_thread(write_atomic, self.work.journal_path(f.rel),
-                                    f.journal.to_json(), durable=False)
+            try:
+                await asyncio.to_thread(write_atomic, self.work.journal_path(f.rel),
+                                        f.journal.to_json(), durable=False)
+            except OSError as exc:
+                raise write_failed(exc, self.work.out_dir, "the journal") from None
         log.warning("%s: starting over: %s", f.rel, reason)
         self.emit(FileRestarted(f.rel, reason, lost))
         self._enqueue(f)
@@ -660,14 +811,33 @@ class Engine:
         task.add_done_callback(self._finalizer_done)
 
     async def _finalize(self, f: _File, generation: int) -> None:
-        assert f.frontier is not None
         assert f.size is not None
         assert f.journal is not None
+        sealing = False
         try:
+            # An empty file, or one a kill left whole on disk, may not be open yet.
+            await self._ensure_open(f)
+            if f.fd < 0:
+                return  # failed meanwhile
+            self._sealing += 1
+            sealing = True
+            assert f.frontier is not None
             digest = await f.frontier.finish(f.size)
             if f.generation != generation:
                 return
             expected = f.expected_sha or f.storage_sha
+            if expected and digest != expected and f.object_changed and f.expected_sha:
+                # The object was replaced during this pull and its new bytes are not the ones
+                # the manifest pins: fetching them again cannot help. Fail now and keep them
+                # (journal intact): a re-run whose fresh manifest pins them finishes from disk.
+                self._fail(f, TransferFailed(
+                    f"{f.rel}: the object changed on storage during the pull, and its new "
+                    f"sha256 {digest[:12]}… is not the manifest's {expected[:12]}…",
+                    "the model was replaced at the source: run the same command again for a "
+                    "fresh manifest (the new bytes are kept)" if self.resolver.can_refresh else
+                    "the manifest is out of date: get a current one and run again (the new "
+                    "bytes are kept)"))
+                return
             if expected and digest != expected:
                 f.finalizing = False
                 what = "manifest" if f.expected_sha else "storage checksum"
@@ -686,18 +856,31 @@ class Engine:
             # missing, and the next run re-finalises it from its complete journal, no network.
             source = redact_url(self.resolver.file(f.rel).url)
             etag, size = f.journal.etag, f.size
-            await self._commit(Sealed(
-                fd, size, f.rel, part, final,
-                lambda mtime_ns: FinishedEntry(f.rel, size, digest, etag, source, mtime_ns)))
+            try:
+                await self._commit(Sealed(
+                    fd, size, f.rel, part, final,
+                    lambda mtime_ns: FinishedEntry(f.rel, size, digest, etag, source, mtime_ns)))
+            finally:
+                self._opened.pop(f.rel, None)  # the commit closed the part
+            failpoint("finalize.before_journal_unlink")
             if f.journal_on_disk:
                 async with self._journal_lock:  # after any flush that snapshotted this file
                     _unlink(self.work.journal_path(f.rel))
             f.result = FileResult(f.rel, f.size, digest, "downloaded", f.fetched,
                                   etag=f.journal.etag, source=source)
+            f.frontier = None  # done with: not kept for every file until the pull ends
+            log.debug("%s: finalized: %d bytes, sha256 %s, from %s (%d fetched, %d restarts)",
+                      f.rel, f.size, digest, source, f.fetched, f.restarts)
             self.emit(FileFinished(f.rel, f.size, digest))
+        except NotLogged as exc:
+            f.sealed = True  # _shutdown journals it whole: the next run only renames it
+            self._fail(f, exc.error)
         except WeightliftError as exc:
             self._fail(f, exc)
         finally:
+            if sealing:
+                self._sealing -= 1
+                self._room.set()
             if f.result is not None:
                 f.done_event.set()
 
@@ -739,18 +922,23 @@ class Engine:
         while True:
             await _wait_event(self._journal_wakeup, self.cfg.journal_interval)
             self._journal_wakeup.clear()
+            started = time.monotonic()
             await self._write_journals(min_bytes=1)
+            # Each round syncs data: no more than one per spacing, however fast bytes come.
+            await asyncio.sleep(max(0.0, self.cfg.journal_spacing - (time.monotonic() - started)))
 
     async def _write_journals(self, *, min_bytes: int) -> None:
         """Sync the data, then write journals that claim only what was synced."""
         batch: list[tuple[_File, int, bytes]] = []
-        for f in self._files.values():
+        for f in self._opened.values():  # not every file each second: 50,000 files
             landed = f.result is not None and f.result.status == "downloaded"
             if f.unjournaled >= min_bytes and not landed and f.fd >= 0 and f.journal:
                 # Snapshot before syncing: every byte claimed was pwritten before this point.
                 batch.append((f, f.generation, f.journal.to_json()))
                 f.unjournaled = 0
                 f.journal_on_disk = True
+        # What is left unclaimed belongs to files landed or closed: nothing to journal there.
+        self._unjournaled = 0
         if not batch:
             return
 
@@ -763,7 +951,11 @@ class Engine:
                         os.fdatasync(f.fd)
                     except OSError:
                         continue
-                write_atomic(self.work.journal_path(f.rel), data, durable=False)
+                failpoint("journal.before_write")
+                try:
+                    write_atomic(self.work.journal_path(f.rel), data, durable=False)
+                except OSError as exc:  # the old journal stands: it claims less, never more
+                    raise write_failed(exc, self.work.out_dir, "the journal") from None
 
         async with self._journal_lock:
             await asyncio.to_thread(flush)
@@ -776,13 +968,17 @@ class Engine:
                     await asyncio.shield(task)
                 except BaseException:  # noqa: BLE001 - recorded in the file result already
                     pass
+        # The space set aside now takes the journals below, even on a disk filled meanwhile.
+        release_reserve(self.work.reserve)
         for f in files:
             if f.frontier is not None:
                 f.frontier.cancel()
             landed = f.result is not None and f.result.status == "downloaded"
-            if f.fd >= 0 and f.journal is not None and not landed:
+            # Nothing fetched and no journal yet (a pull stopped up front): nothing to save.
+            blank = f.journal is not None and not f.journal.done.total and not f.journal_on_disk
+            if (f.fd >= 0 or f.sealed) and f.journal is not None and not landed and not blank:
                 try:
-                    if self.cfg.durable:
+                    if self.cfg.durable and f.fd >= 0:
                         os.fdatasync(f.fd)
                     write_atomic(self.work.journal_path(f.rel), f.journal.to_json(),
                                  durable=self.cfg.durable)
@@ -828,11 +1024,33 @@ def _listing(folder: Path) -> set[str] | None:
         return None
 
 
+def _sweep_journal_temps(folder: Path, names: set[str] | None) -> None:
+    """Remove journal temp files that a kill left between their write and their rename
+    (write_atomic); the folder's lock says no other pull can own one. Trimmed from ``names``."""
+    for name in [n for n in names or () if ".journal." in n and n.endswith(".tmp")]:
+        _unlink(folder / name)
+        assert names is not None
+        names.discard(name)
+
+
 def _unlink(path: os.PathLike[str]) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _human_wait(seconds: float) -> str:
+    """'3 min', '2 h', '1 day', 'forever' for a Retry-After that asked this long."""
+    if seconds >= 100 * 365 * 86400:
+        return "forever"
+    if seconds >= 60:
+        seconds = round(seconds / 60) * 60  # a date-form value lands a moment short of it
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = round(seconds / size)
+            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''}"
+    return f"{seconds:.0f} s"
 
 
 def _still_final(final: os.PathLike[str], entry: FinishedEntry, size: int | None,

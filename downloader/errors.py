@@ -2,15 +2,16 @@
 
 Every error carries a one-line message (what happened) and an optional hint (what to do next);
 the CLI prints both on one line and exits with ``exit_code``. Messages never contain a presigned
-URL's query string or an API key: build them with ``redact_url``.
+URL's query string or an API key: build them with ``redact_url``; as a safety net, every
+message and hint is passed through ``redact.redact_text`` when the error is made.
 """
 
 from __future__ import annotations
 
-import re
+import errno
 from urllib.parse import urlsplit, urlunsplit
 
-_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*", re.IGNORECASE)
+from weightlift.downloader.redact import redact_text
 
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
@@ -26,9 +27,11 @@ class WeightliftError(Exception):
     exit_code = EXIT_USAGE
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        # Text we did not write (a library's message, a platform's body) may be in here.
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact_text(hint) if hint else hint
 
     def one_line(self) -> str:
         """The message and the hint as one line, for a terminal or a log."""
@@ -60,6 +63,24 @@ class DiskFull(TransferFailed):
     """Not enough space for the download (up front or mid-pull); state is kept."""
 
 
+DISK_FULL_HINT = "free some space, then run the same command to resume"
+
+
+def disk_full(where: object, detail: str | None = None) -> DiskFull:
+    """The one DiskFull every write site raises: "no space left on <the output folder>"."""
+    return DiskFull(f"no space left on {where}" + (f": {detail}" if detail else ""),
+                    DISK_FULL_HINT)
+
+
+def write_failed(exc: OSError, where: object, what: str) -> TransferFailed:
+    """A local write (``what``: "the part file", "the journal", ...) that failed: DiskFull
+    when the disk or quota is full, else TransferFailed with the system's reason."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full(where, f"cannot write {what}")
+    return TransferFailed(f"cannot write {what} in {where}: {exc.strerror or exc}",
+                          "fix the output folder, then run the same command to resume")
+
+
 class VerificationFailed(WeightliftError):
     """Integrity, format or parameter-count check failed."""
 
@@ -76,15 +97,19 @@ def redact_url(url: str) -> str:
     """The URL without its query string and fragment: presigned signatures never leave us."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
     except ValueError:
         return "<unparseable url>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
+    # No userinfo (user:password@); an IPv6 host keeps its brackets.
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
     query = "…" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
 def scrub(text: str) -> str:
-    """Remove the query string of every URL in free text (for messages we did not write)."""
-    return _URL_QUERY.sub(lambda m: m.group(1) + "?…", text)
+    """Remove URL query strings, signature-like pairs and API keys from free text (for
+    messages we did not write); see ``redact.redact_text``."""
+    return redact_text(text)

@@ -8,7 +8,6 @@ no URL query string.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import os
@@ -20,7 +19,8 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from weightlift.downloader.errors import DiskFull, TransferFailed, redact_url
+from weightlift.downloader.errors import TransferFailed, redact_url, write_failed
+from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.response_check import (
     Asked,
     Decision,
@@ -89,19 +89,23 @@ async def fetch_range(
     *,
     read_size: int = 1 << 20,
     same_object: Callable[[str | None], bool] = lambda etag: True,
+    where: str = "the output folder's disk",
 ) -> Answer:
     """GET bytes [asked.start, asked.end) and pwrite them at their offsets in ``fd``.
 
     Writes only after the status and headers have been judged right; stops at the first byte
     beyond what was asked. ``same_object`` is asked about the response's ETag before writing.
     Raises NetworkError (retry), StatusError (classify), Rejected
-    (restart/retry), Abandon, or DiskFull/TransferFailed for local disk errors.
+    (restart/retry), Abandon, or DiskFull/TransferFailed for local disk errors (naming
+    ``where``, the output folder).
     """
     headers = {"Accept-Encoding": "identity"}
     if asked.ranged:
         headers["Range"] = f"bytes={asked.start}-{asked.end - 1}"
         if asked.validator and not asked.validator.startswith("W/"):
-            headers["If-Range"] = asked.validator
+            # If-Match, not If-Range: a replaced object then answers a tiny 412 instead of
+            # sending its whole new body to every request in flight, only to be thrown away.
+            headers["If-Match"] = asked.validator
     offset = asked.start
     written = 0
     target = URL(url, encoded=True)
@@ -111,19 +115,24 @@ async def fetch_range(
                                proxy_auth=proxy_auth) as resp:
             resp_headers = {k: v for k, v in resp.headers.items()}
             decision = decide(resp.status, resp_headers, asked)
+            log.debug("GET %s (%s) -> %d%s%s", redact_url(url), headers.get("Range", "whole"),
+                      resp.status, _said(resp_headers.get("Content-Range")),
+                      "" if decision.verdict is Verdict.WRITE else
+                      f" [{decision.verdict.name.lower()}]")
             if decision.verdict is Verdict.ERROR_STATUS:
                 body = await _read_error_body(resp)
                 raise StatusError(resp.status, resp_headers, body)
             if decision.verdict is not Verdict.WRITE:
                 raise Rejected(decision)
             if not same_object(decision.etag):
-                # Requests sent before the first answer carried no If-Range: compare now.
+                # Requests sent before the first answer carried no If-Match: compare now.
                 raise Rejected(Decision(Verdict.OBJECT_CHANGED, "the object's ETag changed"))
             limit = asked.end if asked.size is not None or asked.ranged else None
             async for block in resp.content.iter_chunked(read_size):
                 if limit is not None and offset + len(block) > limit:
                     raise Rejected(Decision(Verdict.BAD_RESPONSE, "body longer than asked"))
-                _pwrite_all(fd, block, offset)
+                _pwrite_all(fd, block, offset, where)
+                failpoint("fetch.after_write")
                 if not on_bytes(offset, len(block)):
                     raise Abandon()
                 offset += len(block)
@@ -150,6 +159,8 @@ async def probe_size(session: aiohttp.ClientSession, url: str) -> tuple[int | No
     with _mapped_errors(url, lambda: False):
         async with session.get(target, headers=headers, proxy=proxy,
                                proxy_auth=proxy_auth) as resp:
+            log.debug("GET %s (probe, bytes=0-0) -> %d%s", redact_url(url), resp.status,
+                      _said(resp.headers.get("Content-Range")))
             if resp.status == 206:
                 parsed = parse_content_range(resp.headers.get("Content-Range", ""))
                 if parsed is not None and parsed[2] is not None:
@@ -199,7 +210,13 @@ def _mapped_errors(url: str, progressed: Callable[[], bool]) -> Iterator[None]:
     except aiohttp.ServerDisconnectedError:
         raise NetworkError("server closed the connection", progressed=progressed()) from None
     except aiohttp.TooManyRedirects:
-        raise TransferFailed(f"too many redirects for {redact_url(url)}") from None
+        raise TransferFailed(f"too many redirects for {redact_url(url)}",
+                             "storage is redirecting in a loop") from None
+    except aiohttp.RedirectClientError:
+        # A Location that is not http(s) (file:, ftp:, javascript:) or not a URL at all: not
+        # followed, and not worth a retry. Before InvalidURL, which one of them also is.
+        raise TransferFailed(f"storage redirected {redact_url(url)} to a non-http(s) or "
+                             "invalid URL; refusing to follow it") from None
     except aiohttp.InvalidURL:
         raise TransferFailed(f"invalid URL {redact_url(url)}") from None
     except aiohttp.ClientResponseError as exc:
@@ -210,7 +227,11 @@ def _mapped_errors(url: str, progressed: Callable[[], bool]) -> Iterator[None]:
         raise NetworkError(exc.strerror or type(exc).__name__, progressed=progressed()) from None
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _said(content_range: str | None) -> str:
+    return f" {content_range}" if content_range else ""
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int, where: str) -> None:
     """Write all of ``data`` at ``offset`` (inline: a 1 MiB pwrite into the page cache is
     faster than a thread hop, as measured in DESIGN.md §4)."""
     view = memoryview(data)
@@ -220,12 +241,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
             view = view[n:]
             offset += n
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(
-                "no space left on the output folder's disk",
-                "free some space, then run the same command to resume",
-            ) from None
-        raise TransferFailed(f"cannot write the part file: {exc.strerror}") from None
+        raise write_failed(exc, where, "the part file") from None
 
 
 async def _read_error_body(resp: aiohttp.ClientResponse) -> bytes:

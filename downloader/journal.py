@@ -14,9 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.ranges import RangeSet
+from weightlift.downloader.redact import redact_text
+from weightlift.downloader.safe_files import create_fresh, read_plain
 
 JOURNAL_VERSION = 1
+# A journal is a few ranges; anything this large was not written by us.
+MAX_JOURNAL_BYTES = 64 << 20
+# One line per finished file: 100,000 files make ~25 MB.
+MAX_FINISHED_LOG_BYTES = 256 << 20
 
 
 @dataclass
@@ -41,9 +48,11 @@ class JournalState:
 
 
 def load_journal(path: Path, rel: str, size: int | None) -> JournalState | None:
-    """The journal at ``path`` if it is readable and describes this rel (and size); else None."""
+    """The journal at ``path`` if it is readable and describes this rel (and size); else None.
+    A symlink, FIFO or oversized file planted there is not read (None: the file starts over,
+    and the next journal write replaces it)."""
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_plain(path, MAX_JOURNAL_BYTES))
     except (OSError, ValueError):
         return None
     try:
@@ -66,16 +75,32 @@ def load_journal(path: Path, rel: str, size: int | None) -> JournalState | None:
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
-    """Replace ``path`` with ``data``: temp file, optional fsync, rename."""
+    """Replace ``path`` with ``data``: temp file, optional fsync, rename. On an error (a full
+    disk) the old file stays as it was and the temp file is removed: a short write never
+    replaces a whole journal with a torn one."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    fd = create_fresh(tmp)
     try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:  # a write cut short by a full disk says so on the next one
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    failpoint("journal.before_rename")
     os.replace(tmp, path)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -87,6 +112,10 @@ class FinishedEntry:
     source: str
     mtime_ns: int
 
+    def __post_init__(self) -> None:
+        # A safety net: the engine records a redacted URL already; no signature reaches disk.
+        object.__setattr__(self, "source", redact_text(self.source))
+
 
 def append_finished(path: Path, entries: FinishedEntry | Sequence[FinishedEntry], *,
                     durable: bool) -> None:
@@ -94,12 +123,26 @@ def append_finished(path: Path, entries: FinishedEntry | Sequence[FinishedEntry]
     the whole group (a group commit of many small files shares the sync)."""
     group = [entries] if isinstance(entries, FinishedEntry) else list(entries)
     data = "".join(json.dumps(e.__dict__) + "\n" for e in group).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     try:
+        start = os.fstat(fd).st_size
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            # kill -9 mid-write of a large group (a fatal signal stops a write between pages)
+            # left a torn last line: start on a new line, or the first entry is glued to it.
+            data = b"\n" + data
         view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            # A full disk cut the group short: drop its torn tail, or the next append would be
+            # glued to it and that line lost too.
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
         if durable:
             os.fsync(fd)
     finally:
@@ -110,7 +153,7 @@ def load_finished(path: Path) -> dict[str, FinishedEntry]:
     """The finished log; a torn last line (kill -9 mid-append) is ignored."""
     out: dict[str, FinishedEntry] = {}
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_plain(path, MAX_FINISHED_LOG_BYTES).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return out
     for line in text.splitlines():

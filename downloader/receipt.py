@@ -6,16 +6,19 @@ final. Sources are recorded without their query strings (signatures never touch 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from weightlift.downloader.errors import VerificationFailed
+from weightlift.downloader.errors import VerificationFailed, write_failed
+from weightlift.downloader.failpoints import failpoint
+from weightlift.downloader.redact import redact_text
+from weightlift.downloader.safe_files import create_fresh, read_plain
 
 WORK_DIR = ".weightlift"
 RECEIPT_NAME = "receipt.json"
+MAX_RECEIPT_BYTES = 256 << 20  # ~250 bytes per file: 100,000 files make ~25 MB
 
 
 class ReceiptFile(BaseModel):
@@ -25,6 +28,11 @@ class ReceiptFile(BaseModel):
     sha256: str
     source: str = ""  # redacted URL: scheme, host, path only
     etag: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _no_query(cls, value: str) -> str:
+        return redact_text(value)  # a safety net: the engine records redacted URLs already
 
 
 class Receipt(BaseModel):
@@ -43,11 +51,13 @@ def load_receipt(out_dir: Path) -> Receipt | None:
     """The receipt of a pull into ``out_dir``, or None when there is none."""
     path = receipt_path(out_dir)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_plain(path, MAX_RECEIPT_BYTES).decode("utf-8")
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise VerificationFailed(f"cannot read receipt {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        text = ""  # damaged, below
     try:
         return Receipt.model_validate_json(text)
     except ValueError:
@@ -57,13 +67,27 @@ def load_receipt(out_dir: Path) -> Receipt | None:
 
 
 def write_receipt(out_dir: Path, receipt: Receipt) -> None:
-    """Atomically replace the receipt (temp file, fsync, rename)."""
+    """Atomically replace the receipt (temp file, fsync, rename). A full disk raises DiskFull
+    (other local errors TransferFailed) and leaves the old receipt and no temp file."""
+    failpoint("receipt.before_write")
     path = receipt_path(out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    data = json.dumps(receipt.model_dump(), indent=1).encode()
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # Serialised by pydantic-core straight to JSON: no dict per file on the way (the receipt
+    # is written at the end of a pull, when its peak memory is reached; 50,000 files).
+    data = receipt.model_dump_json(indent=1).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh temp file: a symlink or hard link planted at its name is replaced, not
+        # written through (open(tmp, "wb") would follow it and overwrite a file outside).
+        with open(create_fresh(tmp), "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        failpoint("receipt.before_rename")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise write_failed(exc, out_dir, "the receipt") from None

@@ -59,6 +59,9 @@ class ManifestResolver:
     def _install(self, manifest: Manifest) -> None:
         self._manifest = manifest
         self._files = manifest.by_rel()
+        # Built once per manifest, not per expired answer (50,000 files all answering 403
+        # after an expiry would otherwise cost 50,000 sets of 50,000 URLs).
+        self._urls = frozenset(f.url for f in manifest.files)
         now = self._clock()
         expiries = [e for e in (expiry_of(f.url) for f in manifest.files) if e is not None]
         self._expires_at = min(expiries) if expiries else None
@@ -69,6 +72,10 @@ class ManifestResolver:
         else:
             self._margin = 0.0
         self._installed_at = time.monotonic()
+        if self._expires_at is not None:
+            log.debug("manifest URLs expire at %s (in %.1fs); refreshing %.1fs ahead",
+                      self._expires_at.isoformat(timespec="seconds"),
+                      (self._expires_at - now).total_seconds(), self._margin)
 
     def file(self, rel: str) -> ManifestFile:
         return self._files[rel]
@@ -93,7 +100,7 @@ class ManifestResolver:
         """Refresh once for everyone waiting; False when this source cannot refresh."""
         if self._refresh_fn is None:
             return False
-        if stale_url is not None and stale_url not in {f.url for f in self._files.values()}:
+        if stale_url is not None and stale_url not in self._urls:
             return True  # someone already refreshed since this URL was handed out
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.ensure_future(self._do_refresh(proactive))
@@ -112,6 +119,8 @@ class ManifestResolver:
                     "the platform may be handing out URLs that are already expired; "
                     "check the machine's clock, then run again to resume",
                 )
+        log.debug("refreshing the manifest (%s)", "its URLs are about to expire" if proactive
+                  else "storage refused a URL")
         new = await self._refresh_fn()
         check_same_files(self._manifest, new)
         self.refreshes += 1

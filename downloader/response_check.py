@@ -32,7 +32,7 @@ class Asked:
     end: int
     size: int | None
     ranged: bool
-    validator: str | None = None  # the ETag we sent as If-Range, if any
+    validator: str | None = None  # the ETag we sent as If-Match, if any
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 def decide(status: int, headers: Mapping[str, str], asked: Asked) -> Decision:
     """Judge a response's status and headers against what was asked."""
     etag = _header(headers, "ETag")
+    if status == 412 and asked.validator:
+        return Decision(Verdict.OBJECT_CHANGED, "the object's ETag changed (412 to If-Match)",
+                        etag=etag)
     if status not in (200, 206):
         return Decision(Verdict.ERROR_STATUS, f"HTTP {status}", etag=etag)
     encoding = (_header(headers, "Content-Encoding") or "identity").strip().lower()
@@ -89,7 +92,8 @@ def decide(status: int, headers: Mapping[str, str], asked: Asked) -> Decision:
                             total=total, etag=etag)
         if asked.ranged:
             if asked.validator and not etag:
-                return Decision(Verdict.OBJECT_CHANGED, "200 to an If-Range request", etag=etag)
+                return Decision(Verdict.OBJECT_CHANGED,
+                                "200 without an ETag to a conditional Range request", etag=etag)
             return Decision(Verdict.NO_RANGE_SUPPORT, "server answered 200 to a Range request",
                             total=total, etag=etag)
         return Decision(Verdict.WRITE, total=total, etag=etag)

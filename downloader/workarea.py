@@ -7,6 +7,7 @@ Layout (all inside DIR, nothing outside it is ever written):
   DIR/.weightlift/parts/<key>.journal    finished byte ranges + validator of that part
   DIR/.weightlift/finished.jsonl         one line per file finalised (append-only)
   DIR/.weightlift/receipt.json           the receipt of the last complete pull
+  DIR/.weightlift/reserve                space set aside while a pull runs (finalize.py)
 Keeping parts in the work area means a manifest file called ``x.part`` can never collide with
 our own temporary files, and the folder a user sees holds only whole files.
 """
@@ -20,8 +21,11 @@ import os
 import stat
 from pathlib import Path
 
-from weightlift.downloader.errors import BadManifest, UsageError
-from weightlift.downloader.receipt import WORK_DIR
+from weightlift.downloader.errors import BadManifest, UsageError, disk_full
+from weightlift.downloader.receipt import RECEIPT_NAME, WORK_DIR
+
+# Our files directly in the work folder; each must be a plain file of ours if present.
+_WORK_FILES = ("lock", "finished.jsonl", RECEIPT_NAME, RECEIPT_NAME + ".tmp", "reserve")
 
 
 def part_key(rel: str) -> str:
@@ -36,6 +40,7 @@ class WorkArea:
         self.root = out_dir / WORK_DIR
         self.parts = self.root / "parts"
         self.finished_log = self.root / "finished.jsonl"
+        self.reserve = self.root / "reserve"
         self._lock_fd: int | None = None
 
     def create(self) -> None:
@@ -44,17 +49,36 @@ class WorkArea:
         except FileExistsError:
             raise UsageError(f"output path exists and is not a folder: {self.out_dir}") from None
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.out_dir, "cannot create the folder") from None
             raise UsageError(
                 f"cannot create output folder {self.out_dir}: {exc.strerror}"
             ) from None
         for sub in (self.root, self.parts):
             if sub.is_symlink():
                 raise UsageError(f"{sub} is a symlink; refusing to write through it")
-            sub.mkdir(exist_ok=True)
+            try:
+                sub.mkdir(exist_ok=True)
+            except FileExistsError:
+                raise UsageError(f"{sub} exists and is not a folder",
+                                 "remove it, or pull into another folder") from None
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise disk_full(self.out_dir, f"cannot create {sub.name}") from None
+                raise UsageError(f"cannot create {sub}: {exc.strerror}") from None
+        for name in _WORK_FILES:
+            _check_plain(self.root / name)
 
     def lock(self) -> None:
         """Hold an exclusive lock for this process's lifetime (released by the OS on kill)."""
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.out_dir, "cannot create the lock") from None
+            raise UsageError(f"cannot open the lock {self.root / 'lock'}: {exc.strerror}",
+                             "remove it, or pull into another folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -85,6 +109,12 @@ class WorkArea:
         folder itself holding a planted symlink that would carry a write outside DIR.
         """
         path = self.out_dir
+        whole = os.fsencode(os.path.abspath(path / rel))
+        if len(whole) >= _path_max(self.out_dir):
+            raise BadManifest(
+                f"{_shown(rel)} would be {len(whole)} bytes long in {self.out_dir}, more than "
+                f"this system's path limit of {_path_max(self.out_dir)} bytes",
+                "pull into a folder with a shorter path")
         parts = rel.split("/")
         for i, part in enumerate(parts):
             path = path / part
@@ -92,6 +122,14 @@ class WorkArea:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:
+                    raise BadManifest(f"{_shown(rel)} is too long a name for the filesystem "
+                                      f"of {self.out_dir}") from None
+                if exc.errno == errno.ENOTDIR:
+                    raise BadManifest(f"{path.parent} exists and is not a folder, but "
+                                      f"{_shown(rel)} needs one") from None
+                raise UsageError(f"cannot inspect {path}: {exc.strerror}") from None
             if stat.S_ISLNK(st.st_mode):
                 raise BadManifest(
                     f"{path} is a symlink; refusing to write through it",
@@ -103,3 +141,32 @@ class WorkArea:
             if last and stat.S_ISDIR(st.st_mode):
                 raise BadManifest(f"{path} is a folder, but the manifest names a file there")
         return path
+
+
+def _path_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096
+
+
+def _shown(rel: str) -> str:
+    return repr(rel if len(rel) <= 80 else rel[:77] + "...")
+
+
+def _check_plain(path: Path) -> None:
+    """Refuse a work file that is a symlink, not a regular file, or a hard link to another
+    file: something planted there, which writing to could change a file outside the folder."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        why = "is a symlink; refusing to follow it"
+    elif not stat.S_ISREG(st.st_mode):
+        why = "is not a regular file"
+    elif st.st_nlink > 1:
+        why = "is a hard link to another file; refusing to write to it"
+    else:
+        return
+    raise UsageError(f"{path} {why}", "weightlift did not make it: remove it and run again")

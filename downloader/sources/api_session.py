@@ -26,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
 from weightlift.downloader.errors import PlatformError, UsageError, redact_url, scrub
+from weightlift.downloader.redact import register_secret
 from weightlift.downloader.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -287,6 +288,7 @@ class ApiSession:
             raise PlatformError(f"{key_env} contains whitespace or control characters",
                                 f"set it to the bare key, e.g. {key_example}")
         self._key = key
+        register_secret(key)  # masked in every log line and message from now on
         self._key_example = key_example
         self._retry = retry
         self._sleep = sleep
@@ -476,8 +478,13 @@ class ApiSession:
                     resp_headers = {k: v for k, v in resp.headers.items()}
                     if _origin(url) == _origin(self._base):
                         self._note_rate_limit(resp_headers)
+                    log.debug("%s API: GET %s -> %d", self.platform, redact_url(str(url)),
+                              resp.status)
                     if resp.status in _REDIRECT_STATUSES:
                         url = self._next_hop(url, resp_headers.get("Location"), path)
+                        log.debug("%s API: redirected to %s (%s the key)", self.platform,
+                                  redact_url(str(url)), "with" if _origin(url) ==
+                                  _origin(self._base) else "without")
                         continue
                     body = await _read_capped(resp, lambda: self._unexpected(
                         path, f"the answer is larger than {MAX_BODY_BYTES} bytes"))
