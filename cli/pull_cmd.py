@@ -81,6 +81,9 @@ async def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
             pass
 
 
+MAX_ERROR_LINES = 10  # distinct failure lines printed before "… and N more"
+
+
 async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Namespace,
                           progress: Progress) -> tuple[int, dict[str, Any]]:
     """Pull and verify inside the caller's event loop (a platform source's API session, which
@@ -95,8 +98,14 @@ async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Name
     if failed:
         # A file that can never be right (1) outranks bad input (2) and transfer trouble (3).
         code = min(f.exit_code or EXIT_TRANSFER_FAILED for f in failed)
-        for f in failed:
-            print(f"weightlift: error: {redact_text(f.error or '')}", file=sys.stderr)
+        # One line per distinct failure (files that failed for one shared reason say it
+        # once), and no wall of lines when thousands of files failed: --json lists them all.
+        lines = list(dict.fromkeys(redact_text(f.error or "") for f in failed))
+        for line in lines[:MAX_ERROR_LINES]:
+            print(f"weightlift: error: {line}", file=sys.stderr)
+        if len(lines) > MAX_ERROR_LINES:
+            print(f"weightlift: error: … and {len(lines) - MAX_ERROR_LINES} more failed "
+                  "file(s); --json lists each", file=sys.stderr)
         report["ok"] = False
         report["exit_code"] = code
         return code, report

@@ -22,11 +22,19 @@ from weightlift.downloader.errors import (
 )
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.journal import FinishedEntry, append_finished
+from weightlift.downloader.safe_files import fsync_dir
 from weightlift.downloader.workarea import WorkArea
 
 
 def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+    """A size for a message: MiB below 1 GiB, then GiB, TiB, PiB, EiB (a hostile manifest's
+    2**62 bytes reads as 4.00 EiB, not as a 10-digit count of GiB)."""
+    if n < 1 << 30:
+        return f"{n / (1 << 20):.1f} MiB"
+    for unit, shift in (("EiB", 60), ("PiB", 50), ("TiB", 40)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.2f} {unit}"
+    return f"{n / (1 << 30):.2f} GiB"
 
 
 def open_part(path: Path, where: Path | None = None) -> int:
@@ -136,19 +144,6 @@ def release_reserve(path: Path) -> None:
         pass
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def seal_part(fd: int, size: int, name: str, durable: bool) -> int:
     """Check the part's size, make it readable, sync it, close ``fd``; returns its mtime (ns).
 
@@ -179,8 +174,8 @@ def move_into_place(part: Path, final: Path, out_dir: Path, durable: bool) -> No
             raise disk_full(out_dir, f"cannot move {final.name} into place") from None
         raise TransferFailed(f"cannot move {final.name} into place: {exc.strerror}") from None
     if durable:
-        _fsync_dir(final.parent)
-        _fsync_dir(part.parent)
+        fsync_dir(final.parent)
+        fsync_dir(part.parent)
 
 
 class NotLogged(Exception):
@@ -271,5 +266,5 @@ def commit_batch(items: list[Sealed], finished_log: Path, out_dir: Path, durable
     failpoint("finalize.before_dir_sync")
     if durable:
         for d in sorted(dirs):
-            _fsync_dir(d)
+            fsync_dir(d)
     return errors

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from weightlift.downloader.errors import VerificationFailed, write_failed
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.redact import redact_text
-from weightlift.downloader.safe_files import create_fresh, read_plain
+from weightlift.downloader.safe_files import create_fresh, fsync_dir, read_plain
 
 WORK_DIR = ".weightlift"
 RECEIPT_NAME = "receipt.json"
@@ -85,6 +85,7 @@ def write_receipt(out_dir: Path, receipt: Receipt) -> None:
             os.fsync(fh.fileno())
         failpoint("receipt.before_rename")
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except OSError as exc:
         try:
             os.unlink(tmp)

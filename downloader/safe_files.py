@@ -60,16 +60,31 @@ def create_fresh(path: Path) -> int:
                    0o644)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the names in folder ``path`` durable (after a rename into it); best effort."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # Descriptors a pull needs beside one per file: sockets (one per connection, counted by the
 # caller), stdio, the lock, the finished log, temp files being written, the event loop's own.
 FD_HEADROOM = 64
 
 
 def reserve_fds(files: int, connections: int) -> None:
-    """Make room for a pull that holds one descriptor per unfinished file (and one per
-    connection): raise the soft RLIMIT_NOFILE toward the hard limit when needed (Go's runtime
-    does the same at start-up), and fail up front with one line naming both numbers, rather
-    than with "Too many open files" part way through, when even the hard limit is too low."""
+    """Make room for a pull that holds ``files`` part files open at once (the engine bounds
+    that) and one socket per connection: raise the soft RLIMIT_NOFILE toward the hard limit
+    when needed (Go's runtime does the same at start-up), and fail up front with one line
+    naming both numbers, rather than with "Too many open files" part way through, when even
+    the hard limit is too low."""
     import resource
 
     from weightlift.downloader.errors import UsageError

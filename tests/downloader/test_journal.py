@@ -2,6 +2,8 @@ import hashlib
 import io
 import os
 
+import pytest
+
 from weightlift.cli.progress import Progress
 from weightlift.downloader.events import (
     BytesReceived,
@@ -106,3 +108,12 @@ def test_many_files_get_one_total_bar_not_a_bar_each():
         p(FileStarted(f"f{i}", 1, 0))
     assert p._bars == {}
     p.close()
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (5 << 20, "5.0 MiB"), (3 << 30, "3.00 GiB"), (2 << 40, "2.00 TiB"), (1 << 62, "4.00 EiB"),
+])
+def test_sizes_in_space_messages_use_a_readable_unit(n, text):
+    from weightlift.downloader.finalize import _gib
+
+    assert _gib(n) == text

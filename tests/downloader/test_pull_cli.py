@@ -192,3 +192,18 @@ def test_demo_runs_the_whole_flow(tmp_path):
     assert (tmp_path / "model" / ".weightlift" / "receipt.json").exists()
     check = _weightlift("verify", str(tmp_path / "model"))
     assert check.returncode == 0, check.stderr
+
+
+def test_many_failed_files_print_ten_lines_then_a_count(threaded_storage, tmp_path):
+    files = {f"f{i:02}.bin": _data(1000, 100 + i) for i in range(12)}
+    for rel, d in files.items():
+        threaded_storage.emu.put_bytes(rel, d)
+        threaded_storage.emu.inject(rel, Fault.status(404), times=10)
+    m = _manifest(threaded_storage, files, tmp_path / "m.json")
+    out = _weightlift("pull", m, "-o", str(tmp_path / "out"), "--json")
+    assert out.returncode == 3, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("weightlift: error:")]
+    assert len(errors) == 11, errors
+    assert errors[-1] == ("weightlift: error: … and 2 more failed file(s); --json lists each")
+    assert len({f["rel"] for f in json.loads(out.stdout)["files"]
+                if f["status"] == "failed"}) == 12
