@@ -93,6 +93,19 @@ class PlatformError(WeightliftError):
     exit_code = EXIT_PLATFORM
 
 
+class LazyRedactedUrl:
+    """``redact_url(url)`` computed only if a log record is really emitted (per-request DEBUG
+    lines would otherwise pay for the redaction at every level)."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return redact_url(self.url)
+
+
 def redact_url(url: str) -> str:
     """The URL without its query string and fragment: presigned signatures never leave us."""
     try:

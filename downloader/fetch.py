@@ -19,7 +19,12 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from weightlift.downloader.errors import TransferFailed, redact_url, write_failed
+from weightlift.downloader.errors import (
+    LazyRedactedUrl,
+    TransferFailed,
+    redact_url,
+    write_failed,
+)
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.response_check import (
     Asked,
@@ -115,7 +120,7 @@ async def fetch_range(
                                proxy_auth=proxy_auth) as resp:
             resp_headers = {k: v for k, v in resp.headers.items()}
             decision = decide(resp.status, resp_headers, asked)
-            log.debug("GET %s (%s) -> %d%s%s", redact_url(url), headers.get("Range", "whole"),
+            log.debug("GET %s (%s) -> %d%s%s", LazyRedactedUrl(url), headers.get("Range", "whole"),
                       resp.status, _said(resp_headers.get("Content-Range")),
                       "" if decision.verdict is Verdict.WRITE else
                       f" [{decision.verdict.name.lower()}]")
@@ -159,7 +164,7 @@ async def probe_size(session: aiohttp.ClientSession, url: str) -> tuple[int | No
     with _mapped_errors(url, lambda: False):
         async with session.get(target, headers=headers, proxy=proxy,
                                proxy_auth=proxy_auth) as resp:
-            log.debug("GET %s (probe, bytes=0-0) -> %d%s", redact_url(url), resp.status,
+            log.debug("GET %s (probe, bytes=0-0) -> %d%s", LazyRedactedUrl(url), resp.status,
                       _said(resp.headers.get("Content-Range")))
             if resp.status == 206:
                 parsed = parse_content_range(resp.headers.get("Content-Range", ""))
