@@ -20,8 +20,8 @@ from weightlift.downloader.errors import (
     EXIT_USAGE,
     UsageError,
     WeightliftError,
-    scrub,
 )
+from weightlift.downloader.redact import RedactingFormatter, redact_text
 
 
 class _VersionAction(argparse.Action):
@@ -170,8 +170,6 @@ def _setup_logging(verbosity: int) -> None:
         return  # the embedding program (or a test harness) configured logging already
     # Every record, ours or a library's (aiohttp, asyncio), with its traceback, is redacted:
     # no URL query string (signatures), Authorization value or API key reaches stderr.
-    from weightlift.downloader.redact import RedactingFormatter
-
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("weightlift: %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
@@ -181,8 +179,6 @@ def _setup_logging(verbosity: int) -> None:
 def _redacted_excepthook(exc_type: type[BaseException], exc: BaseException,
                          tb: TracebackType | None) -> None:
     """WEIGHTLIFT_TRACEBACK=1 shows the traceback, redacted like the log."""
-    from weightlift.downloader.redact import redact_text
-
     sys.stderr.write(redact_text("".join(traceback.format_exception(exc_type, exc, tb))))
 
 
@@ -214,7 +210,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         build_parser().print_help(sys.stderr)
         return EXIT_USAGE
     except WeightliftError as exc:
-        print(f"weightlift: error: {scrub(exc.one_line())}", file=sys.stderr)
+        # Its message and hint were redacted when the error was made.
+        print(f"weightlift: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("weightlift: interrupted; progress is kept, run the same command to resume",
@@ -223,7 +220,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug of ours still gets one clean line
         if os.environ.get("WEIGHTLIFT_TRACEBACK"):
             raise
-        print(f"weightlift: internal error: {type(exc).__name__}: {scrub(str(exc))[:300]} "
+        print(f"weightlift: internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]} "
               "(progress is kept; run again to resume, and please report this with "
               "WEIGHTLIFT_TRACEBACK=1 output)", file=sys.stderr)
         return EXIT_TRANSFER_FAILED

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from weightlift.downloader.errors import EXIT_OK, EXIT_PLATFORM, scrub
+from weightlift.downloader.errors import EXIT_OK, EXIT_PLATFORM
+from weightlift.downloader.redact import redact_text
 from weightlift.downloader.sources.run_status import MetricPoint, RunSnapshot
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -41,7 +42,7 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 def clean_text(text: str) -> str:
     """Platform text made safe to print: no URL query strings, no terminal control sequences."""
-    return _CONTROL.sub(" ", scrub(text)).rstrip()
+    return _CONTROL.sub(" ", redact_text(text)).rstrip()
 
 
 def sparkline(values: Iterable[float | None], width: int = SPARK_WIDTH) -> str:

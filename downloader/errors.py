@@ -121,8 +121,3 @@ def redact_url(url: str) -> str:
     query = "…" if parts.query else ""
     return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
-
-def scrub(text: str) -> str:
-    """Remove URL query strings, signature-like pairs and API keys from free text (for
-    messages we did not write); see ``redact.redact_text``."""
-    return redact_text(text)

@@ -25,8 +25,8 @@ import aiohttp
 from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
-from weightlift.downloader.errors import PlatformError, UsageError, redact_url, scrub
-from weightlift.downloader.redact import register_secret
+from weightlift.downloader.errors import PlatformError, UsageError, redact_url
+from weightlift.downloader.redact import redact_text, register_secret
 from weightlift.downloader.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -122,7 +122,7 @@ def _one_line(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "…")
-    text = " ".join(scrub(text).split())
+    text = " ".join(redact_text(text).split())
     if len(text) > MAX_DETAIL_CHARS:
         text = text[: MAX_DETAIL_CHARS - 1] + "…"
     return text
