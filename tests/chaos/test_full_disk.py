@@ -300,6 +300,17 @@ def _assert_complete(out: Path, files: dict[str, bytes]) -> None:
         rel: hashlib.sha256(d).hexdigest() for rel, d in files.items()}
 
 
+def _resume_after_freeing(fs: Path, emu, wl, args, out: Path, files: dict[str, bytes]) -> int:
+    """Free the space, clear the faults, run the same command again: it must complete, byte
+    for byte, with its receipt. Returns what storage served over both runs."""
+    _free(fs)
+    emu.clear_faults()
+    res = wl(*args)
+    assert res.returncode == 0, res.stderr[-4000:]
+    _assert_complete(out, files)
+    return emu.total_bytes_served
+
+
 # ---- (a) up front ----------------------------------------------------------------------------
 
 def test_fails_up_front_when_the_model_cannot_fit(small_fs, threaded_storage, tmp_path, wl,
@@ -375,12 +386,7 @@ def test_disk_fills_mid_pull_then_resumes(small_fs, threaded_storage, tmp_path, 
     # Everything that arrived is kept but what was in flight (a block per connection).
     assert kept >= served_first - 2 * MiB, (kept, served_first)
 
-    _free(fs)
-    emu.clear_faults()
-    res = wl(*args)
-    assert res.returncode == 0, res.stderr[-4000:]
-    _assert_complete(out, files)
-    served = emu.total_bytes_served
+    served = _resume_after_freeing(fs, emu, wl, args, out, files)
     chaos_report("full-disk-mid-pull", prealloc=prealloc, model_bytes=model, filler_bytes=filled,
                  served_first=served_first, served_total=served,
                  refetched=served - model, final_after_first=len(final),
@@ -439,12 +445,7 @@ def test_enospc_at_each_write_site(small_fs, threaded_storage, tmp_path, wl, sec
     else:
         assert 0 < served_first
 
-    _free(fs)
-    emu.clear_faults()
-    res = wl(*args)
-    assert res.returncode == 0, res.stderr[-4000:]
-    _assert_complete(out, files)
-    served = emu.total_bytes_served
+    served = _resume_after_freeing(fs, emu, wl, args, out, files)
     chaos_report("full-disk-site", site=site, model_bytes=model, served_first=served_first,
                  served_total=served, refetched=served - model,
                  first_seconds=round(first_seconds, 2))
@@ -466,10 +467,7 @@ def test_no_inode_left_for_the_output_folder(small_fs, threaded_storage, tmp_pat
     line = _assert_disk_full(res.returncode, res.stderr, out)
     assert "cannot create the folder" in line, line
     assert emu.total_bytes_served == 0
-    _free(fs)
-    res = wl(*_pull_args(manifest, out))
-    assert res.returncode == 0, res.stderr[-4000:]
-    _assert_complete(out, files)
+    _resume_after_freeing(fs, emu, wl, _pull_args(manifest, out), out, files)
 
 
 # ---- the journal helpers on a full disk (in process) -------------------------------------------

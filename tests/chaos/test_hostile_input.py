@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,25 +108,35 @@ MANIFESTS: list[tuple[str, str, str]] = [
 ]
 
 
+def _check_each(check: Callable[[Any], None], cases: Sequence[Any]) -> None:
+    """Run ``check`` on every case, four child runs at a time; fail naming every case
+    (``case[0]``) whose check failed, not only the first."""
+
+    def one(case: Any) -> str | None:
+        try:
+            check(case)
+        except AssertionError as exc:
+            return f"{case[0]}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(4) as pool:
+        failures = [f for f in pool.map(one, cases) if f]
+    assert not failures, "\n".join(failures)
+
+
 def test_hostile_manifests_exit_2_with_one_line_and_write_nothing(wl, secrets, tmp_path):
     secrets.add("pa55word", SIG.split("=", 1)[1])
 
-    def one(case: tuple[str, str, str]) -> str | None:
+    def one(case: tuple[str, str, str]) -> None:
         name, text, says = case
         manifest = tmp_path / f"{name}.json"
         manifest.write_text(text, encoding="utf-8")
         out = tmp_path / f"out-{name}"
         res = wl("pull", str(manifest), "-o", str(out))
-        try:
-            _error_line(res, EXIT_USAGE, says)
-            assert not out.exists(), f"{out} was created"
-        except AssertionError as exc:
-            return f"{name}: {exc}"
-        return None
+        _error_line(res, EXIT_USAGE, says)
+        assert not out.exists(), f"{out} was created"
 
-    with ThreadPoolExecutor(4) as pool:
-        failures = [f for f in pool.map(one, MANIFESTS) if f]
-    assert not failures, "\n".join(failures)
+    _check_each(one, MANIFESTS)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == []
 
 
@@ -217,7 +227,7 @@ PLANTED: list[tuple[str, str, Plant, int, str]] = [
 
 
 def test_planted_links_are_never_followed(wl, tmp_path):
-    def one(case: tuple[str, str, Plant, int, str]) -> str | None:
+    def one(case: tuple[str, str, Plant, int, str]) -> None:
         name, rel, plant, code, says = case
         root = tmp_path / name
         outside = root / "outside"
@@ -231,21 +241,15 @@ def test_planted_links_are_never_followed(wl, tmp_path):
         manifest = root / "m.json"
         manifest.write_text(_doc(_entry(rel)))
         res = wl("pull", str(manifest), "-o", str(out), timeout=30)
-        try:
-            if code:
-                _error_line(res, code, says)
-            else:
-                assert res.returncode == 0, res.stderr[-2000:]
-                assert (out / rel).read_bytes() == b""
-                assert not (out / rel).is_symlink()
-            assert _tree(outside) == before, "something was written outside the folder"
-        except AssertionError as exc:
-            return f"{name}: {exc}"
-        return None
+        if code:
+            _error_line(res, code, says)
+        else:
+            assert res.returncode == 0, res.stderr[-2000:]
+            assert (out / rel).read_bytes() == b""
+            assert not (out / rel).is_symlink()
+        assert _tree(outside) == before, "something was written outside the folder"
 
-    with ThreadPoolExecutor(4) as pool:
-        failures = [f for f in pool.map(one, PLANTED) if f]
-    assert not failures, "\n".join(failures)
+    _check_each(one, PLANTED)
 
 
 # ---- long paths --------------------------------------------------------------------------------
