@@ -59,7 +59,6 @@ from weightlift.downloader.finalize import (
     move_into_place,
     open_part,
     preallocate,
-    release_reserve,
     reserve_size,
 )
 from weightlift.downloader.hashing import HashFrontier, sha256_file
@@ -80,7 +79,7 @@ from weightlift.downloader.ranges import RangeSet
 from weightlift.downloader.resolver import ManifestResolver
 from weightlift.downloader.response_check import Asked, Verdict, storage_sha256
 from weightlift.downloader.retry import RetryPolicy, parse_retry_after
-from weightlift.downloader.safe_files import reserve_fds
+from weightlift.downloader.safe_files import reserve_fds, unlink_quietly
 from weightlift.downloader.workarea import WorkArea
 
 log = logging.getLogger(__name__)
@@ -969,7 +968,7 @@ class Engine:
                 except BaseException:  # noqa: BLE001 - recorded in the file result already
                     pass
         # The space set aside now takes the journals below, even on a disk filled meanwhile.
-        release_reserve(self.work.reserve)
+        unlink_quietly(self.work.reserve)
         for f in files:
             if f.frontier is not None:
                 f.frontier.cancel()

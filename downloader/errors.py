@@ -66,6 +66,11 @@ class DiskFull(TransferFailed):
 DISK_FULL_HINT = "free some space, then run the same command to resume"
 
 
+def is_disk_full(exc: OSError) -> bool:
+    """The one test of "the disk (or the user's quota) is full" every write site asks."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def disk_full(where: object, detail: str | None = None) -> DiskFull:
     """The one DiskFull every write site raises: "no space left on <the output folder>"."""
     return DiskFull(f"no space left on {where}" + (f": {detail}" if detail else ""),
@@ -75,7 +80,7 @@ def disk_full(where: object, detail: str | None = None) -> DiskFull:
 def write_failed(exc: OSError, where: object, what: str) -> TransferFailed:
     """A local write (``what``: "the part file", "the journal", ...) that failed: DiskFull
     when the disk or quota is full, else TransferFailed with the system's reason."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         return disk_full(where, f"cannot write {what}")
     return TransferFailed(f"cannot write {what} in {where}: {exc.strerror or exc}",
                           "fix the output folder, then run the same command to resume")

@@ -18,6 +18,7 @@ from weightlift.downloader.errors import (
     VerificationFailed,
     WeightliftError,
     disk_full,
+    is_disk_full,
     write_failed,
 )
 from weightlift.downloader.failpoints import failpoint
@@ -46,7 +47,7 @@ def open_part(path: Path, where: Path | None = None) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      0o644)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise disk_full(where or path.parent, "cannot create a part file") from None
         if exc.errno == errno.ELOOP:
             raise UsageError(f"{path} is a symlink; refusing to write through it",
@@ -70,7 +71,7 @@ def preallocate(fd: int, size: int, where: Path) -> None:
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise disk_full(where, f"a file needs {_gib(size)}") from None
         # EOPNOTSUPP/EINVAL: no fallocate here; extend the file sparsely instead.
         if os.fstat(fd).st_size < size:
@@ -137,13 +138,6 @@ def hold_reserve(path: Path, nbytes: int) -> None:
 _HIGH_BIT = bytes(i | 0x80 for i in range(256))
 
 
-def release_reserve(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def seal_part(fd: int, size: int, name: str, durable: bool) -> int:
     """Check the part's size, make it readable, sync it, close ``fd``; returns its mtime (ns).
 
@@ -170,7 +164,7 @@ def move_into_place(part: Path, final: Path, out_dir: Path, durable: bool) -> No
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise disk_full(out_dir, f"cannot move {final.name} into place") from None
         raise TransferFailed(f"cannot move {final.name} into place: {exc.strerror}") from None
     if durable:

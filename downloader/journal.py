@@ -17,7 +17,7 @@ from pathlib import Path
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.ranges import RangeSet
 from weightlift.downloader.redact import redact_text
-from weightlift.downloader.safe_files import create_fresh, read_plain
+from weightlift.downloader.safe_files import create_fresh, read_plain, unlink_quietly
 
 JOURNAL_VERSION = 1
 # A journal is a few ranges; anything this large was not written by us.
@@ -90,17 +90,10 @@ def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
         finally:
             os.close(fd)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     failpoint("journal.before_rename")
     os.replace(tmp, path)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 @dataclass(frozen=True)

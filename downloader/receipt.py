@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from weightlift.downloader.errors import VerificationFailed, write_failed
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.redact import redact_text
-from weightlift.downloader.safe_files import create_fresh, fsync_dir, read_plain
+from weightlift.downloader.safe_files import create_fresh, fsync_dir, read_plain, unlink_quietly
 
 WORK_DIR = ".weightlift"
 RECEIPT_NAME = "receipt.json"
@@ -87,8 +87,5 @@ def write_receipt(out_dir: Path, receipt: Receipt) -> None:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        unlink_quietly(tmp)
         raise write_failed(exc, out_dir, "the receipt") from None

@@ -60,6 +60,15 @@ def create_fresh(path: Path) -> int:
                    0o644)
 
 
+def unlink_quietly(path: Path) -> None:
+    """Remove ``path`` if it can be removed (a temp file on the way out of an error, the space
+    reserve): best effort, never raises."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def fsync_dir(path: Path) -> None:
     """Make the names in folder ``path`` durable (after a rename into it); best effort."""
     try:

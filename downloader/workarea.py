@@ -21,7 +21,7 @@ import os
 import stat
 from pathlib import Path
 
-from weightlift.downloader.errors import BadManifest, UsageError, disk_full
+from weightlift.downloader.errors import BadManifest, UsageError, disk_full, is_disk_full
 from weightlift.downloader.receipt import RECEIPT_NAME, WORK_DIR
 
 # Our files directly in the work folder; each must be a plain file of ours if present.
@@ -49,7 +49,7 @@ class WorkArea:
         except FileExistsError:
             raise UsageError(f"output path exists and is not a folder: {self.out_dir}") from None
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(exc):
                 raise disk_full(self.out_dir, "cannot create the folder") from None
             raise UsageError(
                 f"cannot create output folder {self.out_dir}: {exc.strerror}"
@@ -63,7 +63,7 @@ class WorkArea:
                 raise UsageError(f"{sub} exists and is not a folder",
                                  "remove it, or pull into another folder") from None
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                if is_disk_full(exc):
                     raise disk_full(self.out_dir, f"cannot create {sub.name}") from None
                 raise UsageError(f"cannot create {sub}: {exc.strerror}") from None
         for name in _WORK_FILES:
@@ -75,7 +75,7 @@ class WorkArea:
             fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o644)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(exc):
                 raise disk_full(self.out_dir, "cannot create the lock") from None
             raise UsageError(f"cannot open the lock {self.root / 'lock'}: {exc.strerror}",
                              "remove it, or pull into another folder") from None
