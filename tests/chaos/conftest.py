@@ -169,3 +169,49 @@ def chaos_report(request: pytest.FixtureRequest):
                 f.write(line + "\n")
 
     return report
+
+
+# A child's own peak RSS. Not os.wait4's ru_maxrss: Linux carries the high-water mark of the
+# memory a child had before exec into it, so a child of this pytest process starts with the
+# parent's RSS (a 500-file and a 5,000-file pull both read 226 MB; a 100,000-entry manifest read
+# 199 MB alone and 426 MB after tests/downloader had grown the parent). VmHWM belongs to the
+# exec'd image alone: a sitecustomize on the child's PYTHONPATH writes it at exit. It changes
+# nothing else.
+RSS_HOOK = """
+import atexit, os
+_report = os.environ.get("WL_RSS_REPORT")
+def _write_hwm():
+    with open("/proc/self/status") as status:
+        hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(_report, "w") as out:
+        out.write(hwm)
+if _report:
+    atexit.register(_write_hwm)  # first registered, so it runs last
+"""
+
+
+@dataclass(frozen=True)
+class RssProbe:
+    """Give ``env`` to one child; after it exits, ``peak_mb()`` is its own peak RSS."""
+
+    env: dict[str, str]
+    report: Path
+
+    def peak_mb(self) -> float:
+        assert self.report.exists(), "the child reported no peak RSS (did it exit normally?)"
+        return int(self.report.read_text()) / 1024
+
+
+@pytest.fixture
+def rss_probe(tmp_path: Path):
+    """``rss_probe(name)`` -> an RssProbe for one child run (names must differ per child)."""
+    hook = tmp_path / "rss-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RSS_HOOK)
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+
+    def make(name: str) -> RssProbe:
+        report = tmp_path / f"{name}.hwm"
+        return RssProbe({"PYTHONPATH": path, "WL_RSS_REPORT": str(report)}, report)
+
+    return make

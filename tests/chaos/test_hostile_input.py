@@ -399,11 +399,11 @@ def test_platform_api_redirect_to_another_host_does_not_carry_the_key(
 # ---- a manifest of MAX_FILES entries -----------------------------------------------------------
 
 def test_a_manifest_at_the_file_limit_is_planned_with_bounded_memory(tmp_path, secrets,
-                                                                     chaos_report):
+                                                                     rss_probe, chaos_report):
     """MAX_FILES entries with realistic presigned URLs, each 1 TiB: parsed, checked (every
     name against the folder too), planned, and refused at the free-space check, the first
-    point that looks at them all together (exit 3, nothing fetched), with the child's peak
-    RSS measured by wait4. Pulling 100,000 real files does not fit CI's time; one entry more
+    point that looks at them all together (exit 3, nothing fetched), with the child's own peak
+    RSS (`rss_probe`). Pulling 100,000 real files does not fit CI's time; one entry more
     than the limit is refused in tests/downloader/test_manifest.py::test_too_many_files."""
     n = MAX_FILES
     sig = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20260101%2F"
@@ -418,6 +418,8 @@ def test_a_manifest_at_the_file_limit_is_planned_with_bounded_memory(tmp_path, s
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "WEIGHTLIFT_TRACEBACK"}
     env["WEIGHTLIFT_LOG"] = "INFO"  # DEBUG would log a line per file; INFO is checked too
+    probe = rss_probe("manifest-100k")
+    env.update(probe.env)
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "weightlift.cli", "pull", str(manifest),
                              "-o", str(out), "-q"],
@@ -425,10 +427,9 @@ def test_a_manifest_at_the_file_limit_is_planned_with_bounded_memory(tmp_path, s
     assert proc.stderr is not None
     with proc.stderr:
         err = proc.stderr.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    code = proc.wait()
     seconds = time.monotonic() - start
-    rss_mb = usage.ru_maxrss / 1024
+    rss_mb = probe.peak_mb()
     chaos_report("hostile-100k-manifest", files=n, manifest_bytes=manifest_bytes,
                  exit_code=code, seconds=round(seconds, 1), peak_rss_mb=round(rss_mb, 1))
     secrets.check(err, "stderr")

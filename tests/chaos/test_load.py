@@ -4,7 +4,7 @@
   every byte right (sha256 against the source), about 64 connections really in flight at once,
   no file descriptor left open afterwards (compared as (fd, target) pairs of /proc/self/fd,
   once the emulator's own keep-alive sockets have closed), and at most one part file open per
-  file. The same pull in a child process keeps its peak RSS (os.wait4's ru_maxrss) under
+  file. The same pull in a child process keeps its own peak RSS (VmHWM, `rss_probe`) under
   RSS_BASE + connections x RSS_PER_CONNECTION.
 - A pull of many tiny files (`--tiny-files`, CI 5,000; the closing figures use 50,000): in
   this process (no fd leak, part files open at once bounded by the engine's MAX_OPEN_PARTS, not
@@ -203,34 +203,13 @@ class ChildRun:
     stderr: str
 
 
-# The child's own peak RSS. Not os.wait4's ru_maxrss: Linux carries the high-water mark of the
-# memory a child had before exec into it, and a child forked (or vforked) from this pytest
-# process, which holds the emulator's objects, starts with this process's RSS (a 500-file and
-# a 5,000-file pull both read 226 MB). VmHWM belongs to the exec'd image alone: a
-# sitecustomize on the child's PYTHONPATH writes it at exit. It changes nothing else.
-RSS_HOOK = """
-import atexit, os
-_report = os.environ.get("WL_LOAD_RSS_REPORT")
-def _write_hwm():
-    with open("/proc/self/status") as status:
-        hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-    with open(_report, "w") as out:
-        out.write(hwm)
-if _report:
-    atexit.register(_write_hwm)  # first registered, so it runs last
-"""
-
-
-def _run_child(wl_popen, args: list[str], log: Path, timeout: float) -> ChildRun:
+def _run_child(wl_popen, rss_probe, args: list[str], log: Path, timeout: float) -> ChildRun:
     """`weightlift -vv ARGS` (the suite's DEBUG child, whose outputs are checked for secrets
-    when the test ends), with its peak RSS (VmHWM at exit) and sampled descriptors."""
-    hook = log.parent / "rss-hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(RSS_HOOK)
-    report = log.with_suffix(".hwm")
-    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    when the test ends), with its own peak RSS (the suite's `rss_probe`: VmHWM at exit) and
+    sampled descriptors."""
+    probe = rss_probe(log.stem)
     started = time.monotonic()
-    proc = wl_popen(*args, log=log, env={"PYTHONPATH": path, "WL_LOAD_RSS_REPORT": str(report)})
+    proc = wl_popen(*args, log=log, env=probe.env)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
@@ -241,9 +220,9 @@ def _run_child(wl_popen, args: list[str], log: Path, timeout: float) -> ChildRun
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     stderr = log.read_text("utf-8", "replace")
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert report.exists(), f"the child (exit {proc.returncode}) reported no RSS"
-    return ChildRun(proc.returncode, time.monotonic() - started,
-                    int(report.read_text()) / 1024, fds.peak, fds.peak_parts, stderr)
+    assert probe.report.exists(), f"the child (exit {proc.returncode}) reported no RSS"
+    return ChildRun(proc.returncode, time.monotonic() - started, probe.peak_mb(), fds.peak,
+                    fds.peak_parts, stderr)
 
 
 def _tiny_files(request: pytest.FixtureRequest) -> int:
@@ -314,15 +293,15 @@ async def test_64_files_4_ranges_64_connections(storage_server, tmp_path, chaos_
     assert sampled.peak_parts <= len(model.files)
 
 
-def test_64_files_4_ranges_child_rss(threaded_storage, tmp_path, wl_popen, secrets,
+def test_64_files_4_ranges_child_rss(threaded_storage, tmp_path, wl_popen, rss_probe, secrets,
                                      chaos_report):
     emu = threaded_storage.emu
     model = _put_model(emu, _sharded("wide", 64), seed=65)
     manifest = _manifest_file(threaded_storage, model, tmp_path / "m.json", secrets)
     out = tmp_path / "out"
-    run = _run_child(wl_popen, ["pull", manifest, "-o", str(out), "--no-verify",
-                                "--connections", str(CONNECTIONS), "--chunk-size", "256K"],
-                     tmp_path / "child.log", timeout=100)
+    args = ["pull", manifest, "-o", str(out), "--no-verify", "--connections", str(CONNECTIONS),
+            "--chunk-size", "256K"]
+    run = _run_child(wl_popen, rss_probe, args, tmp_path / "child.log", timeout=100)
     assert run.returncode == 0, run.stderr[-3000:]
     _assert_landed(out, model)
     bound = RSS_BASE_MB + CONNECTIONS * RSS_PER_CONNECTION_MB
@@ -364,8 +343,8 @@ async def test_many_tiny_files_in_process(storage_server, tmp_path, request, cha
     assert len(storage_server.emu.requests) == sum(1 for s in model.sizes.values() if s)
 
 
-def test_many_tiny_files_child_rss(threaded_storage, tmp_path, wl_popen, secrets, request,
-                                   chaos_report):
+def test_many_tiny_files_child_rss(threaded_storage, tmp_path, wl_popen, rss_probe, secrets,
+                                   request, chaos_report):
     n = _tiny_files(request)
     small = max(100, n // 10)
     _watchdog(60 + n / 150)
@@ -375,7 +354,7 @@ def test_many_tiny_files_child_rss(threaded_storage, tmp_path, wl_popen, secrets
         model = _put_model(emu, _tiny(f"t{count}", count), seed=count)
         manifest = _manifest_file(threaded_storage, model, tmp_path / f"m{count}.json", secrets)
         out = tmp_path / f"out{count}"
-        run = _run_child(wl_popen, ["pull", manifest, "-o", str(out), "--no-verify"],
+        run = _run_child(wl_popen, rss_probe, ["pull", manifest, "-o", str(out), "--no-verify"],
                          tmp_path / f"child{count}.log", timeout=60 + count / 200)
         assert run.returncode == 0, run.stderr[-3000:]
         _assert_landed(out, model)
