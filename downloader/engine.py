@@ -78,7 +78,7 @@ from weightlift.downloader.planner import (
 from weightlift.downloader.ranges import RangeSet
 from weightlift.downloader.resolver import ManifestResolver
 from weightlift.downloader.response_check import Asked, Verdict, storage_sha256
-from weightlift.downloader.retry import RetryPolicy, parse_retry_after
+from weightlift.downloader.retry import GiveUp, RetryPolicy, WaitTooLong
 from weightlift.downloader.safe_files import reserve_fds, unlink_quietly
 from weightlift.downloader.workarea import WorkArea
 
@@ -733,27 +733,23 @@ class Engine:
 
     async def _backoff(self, f: _File, reason: str, attempt: int, status: int | None,
                        retry_after: str | None) -> None:
-        now = datetime.now(timezone.utc)
-        asked = parse_retry_after(retry_after, now) if retry_after is not None else None
-        if asked is not None and asked > self.cfg.retry.retry_after_cap:
-            # Storage asks for longer than we will wait (429 Retry-After: 86400, a date next
-            # week): sleeping the cap and asking again would be rude and still fail; say so now.
+        decision = self.cfg.retry.decide(attempt, status=status, retry_after=retry_after,
+                                         now=datetime.now(timezone.utc), rng=self._rng)
+        if isinstance(decision, WaitTooLong):
             self._fail(f, TransferFailed(
-                f"{f.rel}: storage asks to wait {_human_wait(asked)} before trying again "
+                f"{f.rel}: storage asks to wait {decision.human} before trying again "
                 f"({reason}, Retry-After)",
                 "run the same command again after that; finished bytes are kept"))
             raise Abandon()
-        delay = self.cfg.retry.delay(attempt, status=status, retry_after=retry_after,
-                                     now=now, rng=self._rng)
-        if delay is None:
+        if isinstance(decision, GiveUp):
             self._fail(f, TransferFailed(
-                f"{f.rel}: gave up after {attempt + 1} tries: {reason}",
+                f"{f.rel}: gave up after {decision.attempts} tries: {reason}",
                 "run the same command again to resume; finished bytes are kept"))
             raise Abandon()
         self.retries += 1
-        log.info("%s: %s; retrying in %.2fs", f.rel, reason, delay)
-        self.emit(Retrying(f.rel, reason, delay))
-        await self._sleep(delay)
+        log.info("%s: %s; retrying in %.2fs", f.rel, reason, decision.delay)
+        self.emit(Retrying(f.rel, reason, decision.delay))
+        await self._sleep(decision.delay)
 
     async def _restart(self, f: _File, reason: str, *, ranged: bool = True) -> None:
         """Throw away a file's bytes and start it over (the object it came from changed)."""
@@ -1037,19 +1033,6 @@ def _unlink(path: os.PathLike[str]) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _human_wait(seconds: float) -> str:
-    """'3 min', '2 h', '1 day', 'forever' for a Retry-After that asked this long."""
-    if seconds >= 100 * 365 * 86400:
-        return "forever"
-    if seconds >= 60:
-        seconds = round(seconds / 60) * 60  # a date-form value lands a moment short of it
-    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            n = round(seconds / size)
-            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''}"
-    return f"{seconds:.0f} s"
 
 
 def _still_final(final: os.PathLike[str], entry: FinishedEntry, size: int | None,

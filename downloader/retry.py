@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "RetryPolicy", "parse_retry_after"]
+__all__ = [
+    "DEFAULT_RETRY_STATUSES",
+    "Decision",
+    "GiveUp",
+    "Retry",
+    "RetryPolicy",
+    "WaitTooLong",
+    "human_wait",
+    "parse_retry_after",
+]
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -43,6 +52,48 @@ def parse_retry_after(value: str, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def human_wait(seconds: float) -> str:
+    """'45 s', '3 min', '2 h', '1 day', 'forever': how long a Retry-After asked for, for people."""
+    if not math.isfinite(seconds) or seconds >= 100 * 365 * 86400:
+        return "forever"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    seconds = round(seconds / 60) * 60  # a date-form value lands a moment short of it
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = round(seconds / size)
+            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''}"
+    return f"{seconds:.0f} s"  # pragma: no cover - the loop always returns
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again after ``delay`` seconds."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Stop: the attempts are used up, or the status is not worth another try."""
+
+    attempts: int  # tries made, the failed one included
+
+
+@dataclass(frozen=True)
+class WaitTooLong:
+    """The server asks (Retry-After) for longer than the policy waits: fail now, say how long."""
+
+    asked: float  # seconds the server asked for (may be inf)
+
+    @property
+    def human(self) -> str:
+        return human_wait(self.asked)
+
+
+Decision = Retry | GiveUp | WaitTooLong
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long to retry a failed request.
@@ -68,6 +119,20 @@ class RetryPolicy:
     def is_retryable_status(self, status: int) -> bool:
         """True when an HTTP answer with this status is worth another try."""
         return status in self.retry_statuses
+
+    def decide(self, attempt: int, *, status: int | None = None, retry_after: str | None = None,
+               now: datetime, rng: random.Random) -> Decision:
+        """Again, and after how long? The one answer the engine and the API session ask for.
+
+        A ``Retry-After`` beyond ``retry_after_cap`` is ``WaitTooLong`` at once: sleeping the cap
+        and asking again would be rude and still fail. Otherwise as ``delay``.
+        """
+        if retry_after is not None:
+            asked = parse_retry_after(retry_after, now)
+            if asked is not None and asked > self.retry_after_cap:
+                return WaitTooLong(asked)
+        delay = self.delay(attempt, status=status, retry_after=retry_after, now=now, rng=rng)
+        return GiveUp(attempt + 1) if delay is None else Retry(delay)
 
     def delay(self, attempt: int, *, status: int | None = None, retry_after: str | None = None,
               now: datetime, rng: random.Random) -> float | None:

@@ -27,7 +27,7 @@ from yarl import URL
 
 from weightlift.downloader.errors import PlatformError, UsageError, redact_url
 from weightlift.downloader.redact import redact_text, register_secret
-from weightlift.downloader.retry import RetryPolicy, parse_retry_after
+from weightlift.downloader.retry import GiveUp, RetryPolicy, WaitTooLong, parse_retry_after
 
 __all__ = [
     "API_RETRY_POLICY",
@@ -407,36 +407,41 @@ class ApiSession:
     def _retry_delay(self, answer: _Answer, attempt: int, path: str) -> float:
         """Seconds to wait before retrying a retryable status, or raise when giving up."""
         retry_after = answer.headers.get("Retry-After")
-        detail = error_detail(answer.body, (self._key,))
         now = self._now()
-        asked = parse_retry_after(retry_after, now) if retry_after is not None else None
+        decision = self._retry.decide(attempt, status=answer.status, retry_after=retry_after,
+                                      now=now, rng=self._rng)
         if answer.status == 429:
+            asked = parse_retry_after(retry_after, now) if retry_after is not None else None
             self.throttled += 1
             self.last_retry_after = asked
             if asked is not None:
                 self._throttled_until = now.timestamp() + min(asked, 1e9)
-            if asked is not None and asked > self._retry.retry_after_cap:
-                until = datetime.fromtimestamp(now.timestamp() + min(asked, 1e9), timezone.utc)
-                raise ApiUnavailable(
-                    f"{self.platform} rate limit exceeded: it asks to wait {_human(asked)} "
-                    f"(until {until:%H:%M} UTC)",
-                    "try again then, or use a plan with a higher limit",
-                )
-        delay = self._retry.delay(attempt, status=answer.status, retry_after=retry_after,
-                                  now=now, rng=self._rng)
-        if delay is None:
+        if isinstance(decision, WaitTooLong):
+            until = datetime.fromtimestamp(now.timestamp() + min(decision.asked, 1e9),
+                                           timezone.utc)
+            raise ApiUnavailable(
+                f"{self.platform} rate limit exceeded: it asks to wait {decision.human} "
+                f"(until {until:%H:%M} UTC)" if answer.status == 429 else
+                f"{self.platform} API asks to wait {decision.human} (GET {path}: "
+                f"{answer.status}, until {until:%H:%M} UTC)",
+                "try again then, or use a plan with a higher limit" if answer.status == 429
+                else "the platform may be having trouble; try again then",
+            )
+        if isinstance(decision, GiveUp):
+            detail = error_detail(answer.body, (self._key,))
             said = f": {detail}" if detail else ""
             if answer.status == 429:
                 raise ApiUnavailable(
-                    f"{self.platform} rate limit exceeded after {attempt + 1} attempts{said}",
+                    f"{self.platform} rate limit exceeded after {decision.attempts} "
+                    f"attempts{said}",
                     "wait a while and try again",
                 )
             raise ApiUnavailable(
                 f"{self.platform} API kept failing (GET {path}: {answer.status}{said}) after "
-                f"{attempt + 1} attempts",
+                f"{decision.attempts} attempts",
                 "the platform may be having trouble; try again later",
             )
-        return delay
+        return decision.delay
 
     def _refusal(self, answer: _Answer, path: str, what: str) -> PlatformError:
         status = answer.status
@@ -557,10 +562,3 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {msg}" if where else msg
 
 
-def _human(seconds: float) -> str:
-    if seconds >= 3600:
-        hours, minutes = divmod(round(seconds / 60), 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if seconds >= 90:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"

@@ -149,3 +149,41 @@ def test_retry_after_cap_zero_means_retry_now() -> None:
     policy = RetryPolicy(retry_after_cap=0.0)
     delay = policy.delay(0, status=429, retry_after="30", now=NOW, rng=random.Random(0))
     assert delay == 0.0
+
+
+# ---- decide: the one answer the engine and the API session ask for ----------------------
+
+from weightlift.downloader.retry import GiveUp, Retry, WaitTooLong, human_wait  # noqa: E402
+
+_NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "status", "retry_after", "expected"),
+    [
+        (0, None, None, Retry),            # a dropped connection: again
+        (0, 503, "5", Retry(5.0)),         # Retry-After within the cap is honoured as asked
+        (0, 429, "86400", WaitTooLong(86400.0)),  # a day: fail now, say how long
+        (0, 503, "Wed, 09 Dec 2026 12:00:00 GMT", WaitTooLong(7 * 86400.0)),
+        (0, 404, None, GiveUp(1)),         # not worth another try
+        (7, 503, None, GiveUp(8)),         # the eighth failure gives up
+        (7, 429, "86400", WaitTooLong(86400.0)),  # the longer wait is the truer reason
+    ],
+)
+def test_decide_table(attempt: int, status: int | None, retry_after: str | None,
+                      expected: object) -> None:
+    got = RetryPolicy().decide(attempt, status=status, retry_after=retry_after, now=_NOW,
+                               rng=random.Random(1))
+    if isinstance(expected, type):
+        assert isinstance(got, expected)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(5, "5 s"), (59.4, "59 s"), (179, "3 min"), (7200, "2 h"), (86400, "1 day"),
+     (86400 * 7 - 2, "7 days"), (float("inf"), "forever"), (1e30, "forever")],
+)
+def test_human_wait(seconds: float, text: str) -> None:
+    assert human_wait(seconds) == text
