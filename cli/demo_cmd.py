@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         ThreadedPlatforms,
     )
 
-    out = WatchOutput(json_mode=False, quiet=args.quiet)
+    out = WatchOutput(json_mode=False, quiet=args.quiet, source="axom://jobs/<demo>")
     say = out.say
     with tempfile.TemporaryDirectory(prefix="weightlift-demo-") as tmp:
         model_dir = Path(args.output) if args.output else Path(tmp) / "model"
@@ -69,10 +69,9 @@ def run(args: argparse.Namespace) -> int:
             code, report = asyncio.run(run_cancellable(
                 watch_then_pull(watch_args, out, WatchStage(), env=platforms.env())))
         if code == 0 and report is not None:
-            v = report.get("verification") or {}
-            say(f"4/4 gate passed: {v.get('params', 0):,} parameters, exactly the params_after "
+            say(f"4/4 gate passed: {report.params or 0:,} parameters, exactly the params_after "
                 f"the platform reported; the URLs were refreshed "
-                f"{report['totals']['refreshes']} time(s) during the pull")
+                f"{report.totals.refreshes} time(s) during the pull")
             if not args.output:
                 say("(the model was in a temporary folder; pass -o DIR to keep it)")
         return code

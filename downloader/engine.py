@@ -775,7 +775,7 @@ class Engine:
                                         f.journal.to_json(), durable=False)
             except OSError as exc:
                 raise write_failed(exc, self.work.out_dir, "the journal") from None
-        log.warning("%s: starting over: %s", f.rel, reason)
+        log.info("%s: starting over: %s", f.rel, reason)  # the UI says it (FileRestarted)
         self.emit(FileRestarted(f.rel, reason, lost))
         self._enqueue(f)
 

@@ -178,8 +178,10 @@ def test_not_enough_disk_fails_up_front_with_exit_3(threaded_storage, tmp_path):
         {"rel": "a.bin", "size": huge, "url": threaded_storage.presign("a.bin")}]}))
     out = _weightlift("pull", str(path), "-o", str(tmp_path / "out"), "--json")
     assert out.returncode == 3, out.stderr
-    assert json.loads(out.stdout) == {"ok": False, "exit_code": 3,
-                                      "error": out.stderr.split("error: ", 1)[1].strip()}
+    doc = json.loads(out.stdout)  # a failure has the same shape as a success (schema 1)
+    assert (doc["schema"], doc["kind"], doc["ok"], doc["exit_code"]) == (1, "pull", False, 3)
+    assert doc["error"] == out.stderr.split("error: ", 1)[1].strip()
+    assert doc["output"] == str(tmp_path / "out")
     assert "no space left" in out.stderr
     assert "nothing was fetched" in out.stderr
     assert threaded_storage.emu.total_bytes_served == 0
