@@ -21,10 +21,17 @@ The names are imported on first use, so that `weightlift --help` does not pay fo
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
+# `weightlift.verify` names two things: the subpackage (verify/, the checks) and the function
+# below. The subpackage is imported first, so that the import system has set (and will never
+# set again) the package attribute; the function then takes the name. Submodule imports
+# (`from weightlift.verify.checkpoint import ...`) go through sys.modules and keep working.
+import weightlift.verify as _verify_package  # noqa: F401
+
 if TYPE_CHECKING:
-    from weightlift.api_calls import ls, ls_async, pull, pull_async, verify
+    from weightlift.api_calls import ls, ls_async, pull, pull_async
     from weightlift.downloader.errors import (
         BadManifest,
         DiskFull,
@@ -45,6 +52,16 @@ if TYPE_CHECKING:
     )
 
     __version__: str
+
+
+def verify(directory: str | os.PathLike[str], *, expect_params: int | None = None,
+           deep: bool = False, hashes: bool = True, progress: bool = False) -> VerifyReport:
+    """Check the checkpoint in ``directory`` offline; see ``weightlift.api_calls.verify``."""
+    from weightlift.api_calls import verify as run
+
+    return run(directory, expect_params=expect_params, deep=deep, hashes=hashes,
+               progress=progress)
+
 
 __all__ = [
     "BadManifest",
@@ -70,7 +87,7 @@ __all__ = [
 ]
 
 _HOMES = {
-    **dict.fromkeys(("ls", "ls_async", "pull", "pull_async", "verify"), "weightlift.api_calls"),
+    **dict.fromkeys(("ls", "ls_async", "pull", "pull_async"), "weightlift.api_calls"),
     **dict.fromkeys(("BadManifest", "DiskFull", "PlatformError", "TransferFailed",
                      "UsageError", "VerificationFailed", "WeightliftError"),
                     "weightlift.downloader.errors"),

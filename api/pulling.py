@@ -10,6 +10,7 @@ error, a bad output folder).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -217,6 +218,9 @@ async def _pull_and_check(sources: list[str], resolved: ResolvedSource,
     from weightlift.downloader.pull import pull
 
     tally = _Tally(sink)
+    if options.expect_params is not None:
+        # The receipt keeps the count this pull was gated with: `verify DIR` checks it again.
+        selected = dataclasses.replace(selected, expected_params=options.expect_params)
     try:
         result = await pull(selected, out, config, tally, origin=shown_source(sources))
     finally:
