@@ -255,8 +255,10 @@ async def _pull_and_check(sources: list[str], resolved: ResolvedSource,
     has_weights = any(f.rel.endswith(".safetensors") for f in result.files)
     code = EXIT_OK
     if dropped_weights and options.expect_params is None:
-        sink.say("checkpoint checks skipped: --include/--exclude left out weight files "
-                 "(run `weightlift verify` on the complete folder)")
+        note = ("checkpoint checks skipped: --include/--exclude left out weight files "
+                "(run `weightlift verify` on the complete folder)")
+        report.warnings.append(note)
+        sink.say(note)
     elif options.verify and (has_weights or expected is not None):
         from weightlift.checking import check_folder
 

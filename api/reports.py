@@ -149,6 +149,8 @@ class PullReport(_Doc):
     expected_params: int | None = None
     problems: list[str] = Field(default_factory=list,
                                 description="verification problems, one line each")
+    warnings: list[str] = Field(default_factory=list,
+                                description="what was not checked, and why; one line each")
     verification: VerifyReport | None = Field(
         None, description="the checkpoint checks run after the download (null when skipped)")
     skipped_files: int = Field(0, description="manifest files left out by --include/--exclude")

@@ -69,8 +69,9 @@ def failed_report(sources: list[str], output: Path | None, exc: WeightliftError 
                       throughput_mb_s=0.0))
 
 
-def tell(report: PullReport, progress: Progress) -> None:
-    """The person's lines after a pull: each distinct failure once (no "done" after one)."""
+def tell(report: PullReport, progress: Progress, *, table: bool = True) -> None:
+    """The person's lines after a pull: each distinct failure once (no "done" after one); a
+    dry run's table on stdout unless ``table`` is False (--json prints the document)."""
     failures = list(dict.fromkeys(f.error for f in report.files if f.error
                                   and f.status == "failed"))
     for line in failures[:MAX_ERROR_LINES]:
@@ -81,7 +82,10 @@ def tell(report: PullReport, progress: Progress) -> None:
     for problem in report.problems:
         print(f"weightlift: verification failed: {problem}", file=sys.stderr)
     if report.dry_run:
-        print_plan(report, progress)
+        if table and not progress.quiet:
+            print_plan(report)
+        if report.error:
+            print(f"weightlift: error: {report.error}", file=sys.stderr)
         return
     if report.ok:
         t = report.totals
@@ -90,10 +94,8 @@ def tell(report: PullReport, progress: Progress) -> None:
                      f"({t.throughput_mb_s:.0f} MB/s)")
 
 
-def print_plan(report: PullReport, progress: Progress) -> None:
+def print_plan(report: PullReport) -> None:
     """A dry run's table, on stdout (it is the command's answer, not progress)."""
-    if progress.quiet and report.ok:
-        return
     width = max([len(f.rel) for f in report.files] + [4])
     print(f"{'file':<{width}}  {'size':>10}  {'here':>10}  status")
     for f in report.files:
@@ -105,8 +107,6 @@ def print_plan(report: PullReport, progress: Progress) -> None:
         print(f"to fetch: {human_bytes(disk.needed_bytes)} of {human_bytes(report.totals.bytes)}"
               f" into {report.output}; free there: {human_bytes(disk.free_bytes)} -> "
               + ("fits" if disk.fits else "DOES NOT FIT"))
-    if report.error:
-        print(f"weightlift: error: {report.error}", file=sys.stderr)
 
 
 async def pull_for_cli(sources: list[str], output: str | None, args: argparse.Namespace,
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             print(failed_report(args.sources, seen[-1] if seen else _given(args), None,
                                 EXIT_INTERRUPTED).to_json())
         raise
-    tell(report, progress)
+    tell(report, progress, table=not args.json)
     if args.json:
         print(report.to_json())
     return report.exit_code
