@@ -45,7 +45,7 @@ class Sink(Protocol):
 
     def say(self, text: str) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, *, interrupted: bool = False) -> None: ...
 
 
 class Silent:
@@ -57,7 +57,7 @@ class Silent:
     def say(self, text: str) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, *, interrupted: bool = False) -> None:
         pass
 
 
@@ -223,6 +223,9 @@ async def _pull_and_check(sources: list[str], resolved: ResolvedSource,
         selected = dataclasses.replace(selected, expected_params=options.expect_params)
     try:
         result = await pull(selected, out, config, tally, origin=shown_source(sources))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        sink.close(interrupted=True)
+        raise
     finally:
         sink.close()
     model_id, checkpoint_id = source_ids(sources, resolved)

@@ -51,6 +51,11 @@ def check_source(source: str) -> None:
             maybe = f"did you mean {near}://? " if near else ""
             raise UsageError(f"unsupported SOURCE scheme '{match.group(1)}://' in {shown!r}",
                              f"{maybe}supported: {supported_forms()}")
+        if not match.group(2):  # "tensorone:/jobs/x", "axom:models/x"
+            rest = source[match.end():].lstrip("/")
+            raise UsageError(f"malformed SOURCE {shown!r}",
+                             f"did you mean {scheme}://{rest.split('?', 1)[0]}? supported: "
+                             f"{supported_forms()}")
         if scheme in ("http", "https"):
             path = urlsplit(source).path
             if not path.rstrip("/") or path.endswith("/"):

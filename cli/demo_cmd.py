@@ -20,8 +20,17 @@ from weightlift.emulator.runs import RunScript
 URL_LIFETIME = 2.0  # seconds: short enough that the pull has to refresh its URLs on the way
 # Object stores cap each connection (S3: ~85-90 MB/s). The demo's cap holds the whole pull to
 # about 100 MB/s whatever the connection count, so 256 MiB takes ~2.7 s: long enough for the
-# 2 s URLs to be refreshed on the way.
-PER_CONNECTION_RATE = 100_000_000 // DEFAULT_CONNECTIONS
+# 2 s URLs to be refreshed on the way. A smaller model is served slower, so that its pull
+# still outlives a URL (refreshing is what the demo shows).
+TOTAL_RATE = 100_000_000
+MIN_PULL_SECONDS = 2.5 * URL_LIFETIME
+
+
+def per_connection_rate(model_bytes: int) -> int:
+    """Storage's per-connection cap: the whole pull at most TOTAL_RATE, and at least
+    MIN_PULL_SECONDS long."""
+    total = min(TOTAL_RATE, model_bytes / MIN_PULL_SECONDS)
+    return max(1, int(total // DEFAULT_CONNECTIONS))
 POLL_INTERVAL = 0.5  # the demo's run is accelerated, so it is watched more closely than 5 s
 
 
@@ -55,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"1/4 generating the run's model: a {human_bytes(args.size)} sharded safetensors "
             "checkpoint (BF16/F16/F32/I64)")
         emu.prepare(job_id)
-        emu.storage.inject("*", Fault.throttle(PER_CONNECTION_RATE), times=1_000_000)
+        rate = per_connection_rate(args.size)
+        emu.storage.inject("*", Fault.throttle(rate), times=1_000_000)
         with ThreadedPlatforms(emu) as platforms:
             source = f"axom://jobs/{job_id}"
             say(f"2/4 emulated Axom API on {platforms.axom_base}, storage on "
                 f"{platforms.storage_base} (presigned URLs live {URL_LIFETIME:g} s, each "
-                f"connection capped at {PER_CONNECTION_RATE / 1e6:.1f} MB/s)")
+                f"connection capped at {rate / 1e6:.2f} MB/s)")
             say(f"3/4 weightlift watch {source} --pull -o {model_dir}")
             watch_args = argparse.Namespace(
                 source=source, interval=POLL_INTERVAL, pull=True, output=str(model_dir),

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -191,6 +192,10 @@ def test_demo_runs_the_whole_flow(tmp_path):
     out = _weightlift("demo", "-o", str(tmp_path / "model"), "--size", "32M")
     assert out.returncode == 0, out.stderr
     assert "4/4 gate passed" in out.stderr
+    # Issue 12 §3.10: a small demo model still shows a refresh (its pull outlives a URL).
+    refreshed = re.search(r"refreshed (\d+) time", out.stderr)
+    assert refreshed, out.stderr
+    assert int(refreshed.group(1)) >= 1, out.stderr
     assert (tmp_path / "model" / ".weightlift" / "receipt.json").exists()
     check = _weightlift("verify", str(tmp_path / "model"))
     assert check.returncode == 0, check.stderr

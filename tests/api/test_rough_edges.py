@@ -1,0 +1,273 @@
+"""Issue 12 §3: the rough edges a new user hit, one test (or more) each, numbered as there.
+(§3.3's `ls` is tested in test_cli_options.py; §3.10's demo refresh in
+tests/downloader/test_pull_cli.py::test_demo_runs_the_whole_flow.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Served, serve_checkpoint, weightlift
+from weightlift.cli.progress import Progress
+from weightlift.downloader.engine import EngineConfig
+from weightlift.downloader.events import BytesReceived, Event, PullStarted
+from weightlift.emulator.faults import Fault
+from weightlift.emulator.serve import StorageEndpoint
+from weightlift.pulling import PullOptions, run_pull
+from weightlift.settings import parse_count
+
+MiB = 1 << 20
+# The engine rewrite (issue 11) fixes §3.1's double count and makes a size mismatch exit 1; it
+# also brings EngineConfig.max_rate. Until it is merged those two tests are expected to fail.
+ENGINE_V2 = "max_rate" in {f.name for f in fields(EngineConfig)}
+needs_engine_v2 = pytest.mark.xfail(not ENGINE_V2, strict=True,
+                                    reason="fixed by the engine rewrite (issue 11)")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def say(self, text: str) -> None:
+        pass
+
+    def close(self, *, interrupted: bool = False) -> None:
+        pass
+
+
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@needs_engine_v2
+async def test_1_resumed_pull_counts_each_byte_once(threaded_storage: StorageEndpoint,
+                                                    tmp_path: Path) -> None:
+    data = bytes(range(256)) * (8 * MiB // 256)
+    threaded_storage.emu.put_bytes("w.bin", data)
+    threaded_storage.emu.inject("w.bin", Fault.status(500), times=10_000, from_offset=4 * MiB)
+    url = threaded_storage.presign("w.bin")  # a plain URL: no size known up front
+    env = {"WEIGHTLIFT_RETRY_BASE": "0.001"}
+    options = PullOptions(chunk_size=MiB, connections=2, verify=False)
+    first = await run_pull([url], tmp_path / "o", options, Recorder(), env=env)
+    assert first.exit_code == 3
+    threaded_storage.emu.clear_faults()
+    rec = Recorder()
+    second = await run_pull([url], tmp_path / "o", options, rec, env=env)
+    assert second.ok
+    started = next(e for e in rec.events if isinstance(e, PullStarted))
+    assert started.resumed_bytes >= 4 * MiB
+    assert started.total_bytes == len(data)  # not len(data) + resumed
+    assert second.totals.bytes_present == started.resumed_bytes
+
+
+def test_1_a_resumed_pull_says_what_was_already_there_on_a_terminal() -> None:
+    tty = FakeTty()
+    progress = Progress(quiet=False, stream=tty)
+    progress(PullStarted(files=2, total_bytes=2 * MiB, resumed_bytes=MiB))
+    progress(BytesReceived("a", MiB))
+    progress.close()
+    assert "resuming: 1.00 MiB of 2.00 MiB already here" in tty.getvalue()
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("axon://models/x", "unsupported SOURCE scheme 'axon://'"),
+    ("axon://models/x", "did you mean axom://?"),
+    ("tensorone:/jobs/x", "did you mean tensorone://jobs/x?"),
+    ("s4://bucket/key", "did you mean s3://?"),
+    ("meta-llama/Llama-3-8B", "use hf://meta-llama/Llama-3-8B"),
+    ("http://127.0.0.1:9/", "names no file"),
+])
+def test_2_unsupported_or_typod_source_is_named(tmp_path: Path, source: str, says: str) -> None:
+    run = weightlift("pull", source, "-o", str(tmp_path / "o"))
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert says in line
+    if "scheme" in says or "meta-llama" in source:
+        assert "hf://ORG/NAME[@REV]" in line
+        assert "s3://BUCKET/KEY|PREFIX/" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("source", ["hf://org/name", "s3://bucket/key"])
+def test_2_hf_and_s3_are_known_forms(tmp_path: Path, source: str) -> None:
+    run = weightlift("pull", source, "-o", str(tmp_path / "o"))
+    assert "unsupported SOURCE scheme" not in run.stderr
+
+
+def test_4_verbose_after_the_subcommand(served: Served, tmp_path: Path) -> None:
+    run = weightlift("pull", str(served.manifest), "-o", str(tmp_path / "o"), "-vv")
+    assert run.returncode == 0, run.stderr
+    assert "DEBUG" in run.stderr
+    check = weightlift("verify", str(tmp_path / "o"), "-v")
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("WEIGHTLIFT_RETRY_BASE", "-1"), ("WEIGHTLIFT_STALL_TIMEOUT", "abc"),
+    ("WEIGHTLIFT_LOG", "LOUD"), ("WEIGHTLIFT_CONNECTIONS", "0"),
+])
+def test_5_bad_environment_values_name_the_variable(served: Served, tmp_path: Path, name: str,
+                                                    value: str) -> None:
+    run = weightlift("pull", str(served.manifest), "-o", str(tmp_path / "o"), env={name: value})
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"weightlift: error: {name}={value!r}")
+    assert "internal error" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_6_range_fallback_is_said_once_and_not_with_q(served: Served, tmp_path: Path) -> None:
+    # A server that ignores Range on this file: after a retry or two the engine fetches it whole.
+    shard = "model-00001-of-00002.safetensors"
+    env = {"WEIGHTLIFT_RETRY_BASE": "0.001"}
+    served.storage.emu.inject(shard, Fault.ignore_range(), times=10_000)
+    run = weightlift("pull", str(served.manifest), "-o", str(tmp_path / "a"), "--chunk-size",
+                     "16K", env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("starting over") == 1, run.stderr
+    quiet = weightlift("pull", str(served.manifest), "-o", str(tmp_path / "b"), "--chunk-size",
+                       "16K", "-q", env=env)
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
+
+
+def test_6_verify_and_pull_say_each_problem_once_and_no_done(served: Served,
+                                                             tmp_path: Path) -> None:
+    wrong = str(served.gen.params + 1)
+    run = weightlift("pull", str(served.manifest), "-o", str(tmp_path / "o"),
+                     "--expect-params", wrong)
+    assert run.returncode == 1
+    assert run.stderr.count("does not match the expected") == 1
+    assert "done:" not in run.stderr
+    check = weightlift("verify", str(tmp_path / "o"), "--expect-params", wrong)
+    assert check.returncode == 1
+    assert (check.stdout + check.stderr).count("does not match the expected") == 1
+
+
+def test_7_help_shows_examples_environment_and_exit_codes() -> None:
+    top = weightlift("--help")
+    assert top.returncode == 0
+    assert "Thin by design" not in top.stdout
+    for part in ("examples:", "environment:", "WEIGHTLIFT_CONNECTIONS", "exit codes:",
+                 "130 interrupted"):
+        assert part in top.stdout
+    ver = weightlift("verify", "--help").stdout
+    assert "the folder a model was pulled into" in ver
+    assert re.search(r"--expect-params N\s+fail unless", ver)
+    assert "examples:" in weightlift("pull", "--help").stdout
+    short = weightlift("-V")
+    assert short.returncode == 0
+    assert short.stdout.startswith("weightlift ")
+
+
+def test_8_folder_holding_another_model_is_refused_up_front(threaded_storage: StorageEndpoint,
+                                                            tmp_path: Path) -> None:
+    a = serve_checkpoint(threaded_storage, tmp_path / "a", seed=1, model_id="model-a",
+                         prefix="a/")
+    b = serve_checkpoint(threaded_storage, tmp_path / "b", seed=2, model_id="model-b",
+                         prefix="b/")
+    out = tmp_path / "out"
+    assert weightlift("pull", str(a.manifest), "-o", str(out), "-q").returncode == 0
+    before = threaded_storage.emu.total_bytes_served
+    run = weightlift("pull", str(b.manifest), "-o", str(out))
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert "holds another model (model-a; this SOURCE is model-b)" in line
+    assert threaded_storage.emu.total_bytes_served == before  # nothing fetched
+    # Without a receipt: weight files the SOURCE does not list.
+    shutil.rmtree(out / ".weightlift")
+    urls = [threaded_storage.presign(rel) for rel in sorted(b.files)]
+    run = weightlift("pull", *urls, "-o", str(out))
+    assert run.returncode == 2
+    assert "already holds weight files this SOURCE does not have" in run.stderr
+    # The same model again (a resume or an update) is fine.
+    assert weightlift("pull", str(a.manifest), "-o", str(out), "-q").returncode == 0
+
+
+def test_9_verify_without_a_receipt_says_what_it_did_not_check(served: Served,
+                                                               tmp_path: Path) -> None:
+    src = tmp_path / "src"  # the generated checkpoint: no pull, no receipt
+    run = weightlift("verify", str(src))
+    assert run.returncode == 0, run.stderr
+    assert "integrity: sha256 NOT checked" in run.stdout
+    assert "parameter count: NOT checked" in run.stdout
+    assert "result: OK (format only: sha256 and parameter count not checked)" in run.stdout
+    doc = json.loads(weightlift("verify", str(src), "--json").stdout)
+    assert doc["hashes_checked"] is False
+    assert doc["params_checked"] is False
+    assert "no pull receipt" in doc["warnings"][-1]
+
+
+@needs_engine_v2
+def test_10_size_mismatch_exits_1_not_3(served: Served, tmp_path: Path) -> None:
+    doc: dict[str, Any] = served.storage.manifest(sorted(served.files))
+    doc["files"][0]["size"] += 1
+    path = tmp_path / "wrong.json"
+    path.write_text(json.dumps(doc))
+    run = weightlift("pull", str(path), "-o", str(tmp_path / "o"))
+    assert run.returncode == 1, run.stderr
+    assert "run again to resume" not in run.stderr
+
+
+@pytest.mark.parametrize("text", ["41057", "41_057", "41,057", "4.1057e4", "41.057k"])
+def test_10_expect_params_forms(served: Served, tmp_path: Path, text: str) -> None:
+    assert parse_count(text) == 41057
+    assert served.gen.params == 41057  # the fixture's checkpoint (seed 1)
+    run = weightlift("verify", str(tmp_path / "src"), "--expect-params", text)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("text", ["2.5", "-1", "1e-3", "lots"])
+def test_10_expect_params_refuses_non_counts(text: str) -> None:
+    with pytest.raises(ValueError, match="whole number|negative"):
+        parse_count(text)
+
+
+def _screen(raw: str) -> list[str]:
+    """What a terminal shows for ``raw``: \\r, \\n, ESC[A (up), ESC[K (erase to end)."""
+    lines, row, col = [""], 0, 0
+    i = 0
+    while i < len(raw):
+        if raw.startswith("\x1b[A", i):
+            row, i = max(0, row - 1), i + 3
+            continue
+        if raw.startswith("\x1b[K", i):
+            lines[row], i = lines[row][:col], i + 3
+            continue
+        ch = raw[i]
+        i += 1
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            row, col = row + 1, 0
+            while len(lines) <= row:
+                lines.append("")
+        else:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + ch + line[col + 1:]
+            col += 1
+    return lines
+
+
+def test_10_ctrl_c_leaves_no_stray_caret_on_the_bar() -> None:
+    tty = FakeTty()
+    progress = Progress(quiet=False, stream=tty)
+    progress(PullStarted(files=8, total_bytes=100 * MiB, resumed_bytes=0))
+    progress(BytesReceived("a", 3 * MiB))
+    tty.write("^C")  # what the terminal echoes where the cursor is when Ctrl-C is pressed
+    progress.close(interrupted=True)
+    tty.write("weightlift: interrupted\n")
+    shown = _screen(tty.getvalue())
+    assert not any("^" in line for line in shown), shown
+    assert any(line.startswith("total:") for line in shown), shown
