@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -271,3 +272,16 @@ def test_10_ctrl_c_leaves_no_stray_caret_on_the_bar() -> None:
     shown = _screen(tty.getvalue())
     assert not any("^" in line for line in shown), shown
     assert any(line.startswith("total:") for line in shown), shown
+
+
+def test_issue11_defect11_one_line_per_failure_with_advice_for_urls(served: Served,
+                                                                    tmp_path: Path) -> None:
+    rel = "config.json"
+    url = served.storage.presign(rel, lifetime=0.2)
+    time.sleep(0.5)  # expired: storage answers S3's "Request has expired"
+    run = weightlift("pull", url, "-o", str(tmp_path / "o"))
+    assert run.returncode == 3, run.stderr
+    failures = [line for line in run.stderr.splitlines() if rel in line and "expired" in line]
+    assert len(failures) == 1, run.stderr
+    assert "get fresh URLs" in failures[0]
+    assert "manifest" not in failures[0]
