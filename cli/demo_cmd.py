@@ -22,15 +22,21 @@ URL_LIFETIME = 2.0  # seconds: short enough that the pull has to refresh its URL
 # about 100 MB/s whatever the connection count, so 256 MiB takes ~2.7 s: long enough for the
 # 2 s URLs to be refreshed on the way. A smaller model is served slower, so that its pull
 # still outlives a URL (refreshing is what the demo shows).
+# A refresh happens when a request starts after its URL aged: the ranges must come in several
+# waves, so a small model gets fewer connections (about four 2 MiB ranges each).
 TOTAL_RATE = 100_000_000
 MIN_PULL_SECONDS = 2.5 * URL_LIFETIME
+
+
+def demo_connections(model_bytes: int) -> int:
+    return max(2, min(DEFAULT_CONNECTIONS, model_bytes // (8 << 20)))
 
 
 def per_connection_rate(model_bytes: int) -> int:
     """Storage's per-connection cap: the whole pull at most TOTAL_RATE, and at least
     MIN_PULL_SECONDS long."""
     total = min(TOTAL_RATE, model_bytes / MIN_PULL_SECONDS)
-    return max(1, int(total // DEFAULT_CONNECTIONS))
+    return max(1, int(total // demo_connections(model_bytes)))
 POLL_INTERVAL = 0.5  # the demo's run is accelerated, so it is watched more closely than 5 s
 
 
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"3/4 weightlift watch {source} --pull -o {model_dir}")
             watch_args = argparse.Namespace(
                 source=source, interval=POLL_INTERVAL, pull=True, output=str(model_dir),
-                connections=None, chunk_size=None, no_verify=False, expect_params=None,
+                connections=demo_connections(args.size), chunk_size=None, no_verify=False, expect_params=None,
                 quiet=args.quiet, json=False)
             code, report = asyncio.run(run_cancellable(
                 watch_then_pull(watch_args, out, WatchStage(), env=platforms.env())))

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbosity: int, quiet: bool) -> None:
+def _setup_logging(verbosity: int, quiet: bool = False) -> None:
     """Log to stderr, redacted; WEIGHTLIFT_LOG wins over -v/-q (a bad value: exit 2)."""
     from weightlift.settings import env_settings
 
