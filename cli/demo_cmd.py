@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
             say(f"3/4 weightlift watch {source} --pull -o {model_dir}")
             watch_args = argparse.Namespace(
                 source=source, interval=POLL_INTERVAL, pull=True, output=str(model_dir),
-                connections=demo_connections(args.size), chunk_size=None, no_verify=False, expect_params=None,
-                quiet=args.quiet, json=False)
+                connections=demo_connections(args.size), chunk_size=None, no_verify=False,
+                expect_params=None, quiet=args.quiet, json=False)
             code, report = asyncio.run(run_cancellable(
                 watch_then_pull(watch_args, out, WatchStage(), env=platforms.env())))
         if code == 0 and report is not None:
