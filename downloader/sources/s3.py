@@ -1,0 +1,299 @@
+"""`s3://` sources through botocore: list the prefix (or head the key), presign the GETs locally.
+
+botocore brings the credential chain (environment, `~/.aws`, SSO, instance and container roles)
+and the SigV4 signer; nothing here signs by hand. botocore is synchronous, so each call runs in
+a worker thread. The engine only ever sees presigned https URLs: a refresh presigns them again,
+locally, with no request to S3 (refreshable credentials renew themselves inside botocore).
+
+Honoured: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
+``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (MinIO,
+R2, GCS's S3 API), and ``WEIGHTLIFT_S3_URL_EXPIRES`` (presigned URL lifetime, seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from weightlift.downloader.errors import PlatformError, UsageError, WeightliftError, redact_url
+from weightlift.downloader.manifest import Manifest, validate_manifest
+from weightlift.downloader.redact import register_secret
+from weightlift.downloader.sources import s3_errors
+from weightlift.downloader.sources.local import ResolvedSource
+from weightlift.downloader.sources.s3_plan import (
+    S3Object,
+    S3Ref,
+    full_object_sha256,
+    objects_to_files,
+    url_lifetime,
+)
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# HeadObject calls in flight when fetching the objects' sha256 (botocore clients are
+# thread-safe; its connection pool is sized to match).
+HEAD_THREADS = 16
+# What botocore's credential `method` means, for "access denied for ..." lines.
+_METHODS = {
+    "env": "the environment (AWS_ACCESS_KEY_ID)",
+    "explicit": "the environment (AWS_ACCESS_KEY_ID)",
+    "shared-credentials-file": "~/.aws/credentials",
+    "config-file": "~/.aws/config",
+    "iam-role": "the instance role",
+    "container-role": "the container role",
+    "assume-role": "an assumed role",
+    "assume-role-with-web-identity": "a web-identity role",
+    "sso": "AWS SSO",
+}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The environment's say in how S3 is reached (values from ``env``; botocore's own chain
+    fills in whatever is unset)."""
+
+    region: str | None
+    endpoint: str | None
+    profile: str | None
+    access_key: str | None
+    secret_key: str | None
+    session_token: str | None
+    expires: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
+        def get(*names: str) -> str | None:
+            for name in names:
+                value = env.get(name, "").strip()
+                if value:
+                    return value
+            return None
+
+        return cls(region=get("AWS_REGION", "AWS_DEFAULT_REGION"),
+                   endpoint=get("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+                   profile=get("AWS_PROFILE"),
+                   access_key=get("AWS_ACCESS_KEY_ID"),
+                   secret_key=get("AWS_SECRET_ACCESS_KEY"),
+                   session_token=get("AWS_SESSION_TOKEN"),
+                   expires=url_lifetime(env))
+
+
+class S3Session:
+    """One botocore client and what error lines need to know about it. Every method is
+    synchronous and may block: call them through ``run``."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        try:
+            import botocore.session
+            from botocore.config import Config
+        except ImportError:
+            raise s3_errors.missing_extra() from None
+        self.settings = settings
+        session = botocore.session.get_session()
+        if settings.profile:
+            session.set_config_variable("profile", settings.profile)
+        if settings.access_key and settings.secret_key:
+            session.set_credentials(settings.access_key, settings.secret_key,
+                                    settings.session_token)
+        elif settings.access_key or settings.secret_key:
+            raise s3_errors.no_credentials(
+                "only one of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY is set")
+        self._session = session
+        self._config = Config(signature_version="s3v4", max_pool_connections=HEAD_THREADS,
+                              retries={"mode": "standard", "max_attempts": 5},
+                              connect_timeout=10, read_timeout=60)
+        self.client = self._client(settings.region)
+        creds = session.get_credentials()
+        if creds is None:
+            raise s3_errors.no_credentials()
+        frozen = creds.get_frozen_credentials()
+        for secret in (frozen.access_key, frozen.secret_key, frozen.token):
+            register_secret(secret)
+        key_tail = (frozen.access_key or "")[-4:]
+        source = _METHODS.get(creds.method, creds.method)
+        if settings.profile and creds.method in ("shared-credentials-file", "config-file"):
+            source += f" (profile {settings.profile!r})"
+        self.credentials = f"access key …{key_tail} from {source}"
+        self.endpoint = redact_url(str(self.client.meta.endpoint_url))
+        self._signer = self.client
+
+    def _client(self, region: str | None) -> BaseClient:
+        return self._session.create_client("s3", region_name=region,
+                                           endpoint_url=self.settings.endpoint,
+                                           config=self._config)
+
+    def sign_in_region(self, region: str | None) -> None:
+        """Presign for the bucket's own region when AWS said where it lives and the user set
+        neither a region nor an endpoint (a URL signed for the wrong region is refused)."""
+        if (region and not self.settings.region and not self.settings.endpoint
+                and region != self.client.meta.region_name):
+            log.debug("bucket is in %s; presigning for that region", region)
+            self._signer = self._client(region)
+
+    def list_prefix(self, ref: S3Ref, page_size: int) -> list[tuple[S3Object, bool]]:
+        """Every object under the prefix, page by page, with whether the listing says it has a
+        SHA256 checksum to ask for."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        found: list[tuple[S3Object, bool]] = []
+        pages = paginator.paginate(Bucket=ref.bucket, Prefix=ref.key,
+                                   PaginationConfig={"PageSize": page_size})
+        for page in pages:
+            if not found:
+                self.sign_in_region(_bucket_region(page))
+            for item in page.get("Contents", ()):
+                algorithms = item.get("ChecksumAlgorithm") or ()
+                found.append((S3Object(item["Key"], int(item["Size"])), "SHA256" in algorithms))
+        return found
+
+    def head(self, bucket: str, key: str) -> S3Object | None:
+        """The object with its full-object sha256 when it has one; None when it does not exist."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        self.sign_in_region(_bucket_region(answer))
+        sha = full_object_sha256(answer.get("ChecksumSHA256"), answer.get("ChecksumType"))
+        return S3Object(key, int(answer["ContentLength"]), sha)
+
+    def with_checksums(self, bucket: str, listed: list[tuple[S3Object, bool]]) -> list[S3Object]:
+        """The listed objects, those with a SHA256 checksum completed by a HeadObject each."""
+        wanted = [obj for obj, has_sha in listed if has_sha]
+        if not wanted:
+            return [obj for obj, _ in listed]
+        with ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="s3-head") as pool:
+            heads = dict(zip([o.key for o in wanted],
+                             pool.map(lambda o: self.head(bucket, o.key), wanted),
+                             strict=True))
+        out = []
+        for obj, _ in listed:
+            head = heads.get(obj.key)
+            if head is not None and head.size == obj.size:
+                obj = head
+            out.append(obj)
+        return out
+
+    def presign(self, bucket: str, key: str) -> str:
+        url: str = self._signer.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key},
+            ExpiresIn=self.settings.expires)
+        return url
+
+
+def _status(exc: Any) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
+def _bucket_region(answer: Mapping[str, Any]) -> str | None:
+    headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = headers.get("x-amz-bucket-region")
+    return str(region) if region else None
+
+
+def _translate(exc: Exception, ref: S3Ref, session: S3Session | None) -> WeightliftError | None:
+    """botocore's exception as ours (one line, exit code), or None if it is not botocore's."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:  # pragma: no cover - the session could not have been made
+        return None
+    credentials = session.credentials if session else "the configured credentials"
+    endpoint = session.endpoint if session else "S3"
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return s3_errors.no_credentials()
+    if isinstance(exc, (bx.ProfileNotFound, bx.CredentialRetrievalError, bx.NoAuthTokenError)):
+        return s3_errors.no_credentials(str(exc))
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        return s3_errors.client_error(str(error.get("Code", "")), _status(exc),
+                                      str(error.get("Message", "")), ref,
+                                      credentials=credentials, endpoint=endpoint)
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
+        return s3_errors.unreachable(endpoint, str(exc))
+    if isinstance(exc, bx.ParamValidationError):
+        return UsageError(f"bad S3 request for {ref}: {' '.join(str(exc).split())}")
+    if isinstance(exc, bx.BotoCoreError):
+        return PlatformError(f"S3 client error for {ref}: {' '.join(str(exc).split())}",
+                             "check the AWS settings (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL)")
+    return None
+
+
+async def _run(ref: S3Ref, session: S3Session | None, fn: Callable[[], T]) -> T:
+    """``fn()`` in a worker thread, botocore's exceptions raised as ours."""
+    try:
+        return await asyncio.to_thread(fn)
+    except WeightliftError:
+        raise
+    except Exception as exc:
+        ours = _translate(exc, ref, session)
+        if ours is None:
+            raise
+        raise ours from None
+
+
+async def _find_objects(session: S3Session, ref: S3Ref,
+                        page_size: int) -> tuple[S3Ref, list[S3Object]]:
+    """The objects ``ref`` names. A key that does not exist is read as a prefix (`s3://b/dir`
+    means `s3://b/dir/` when there is no object `dir`)."""
+    if not ref.is_prefix:
+        one = await _run(ref, session, lambda: session.head(ref.bucket, ref.key))
+        if one is not None:
+            return ref, [one]
+        as_prefix = S3Ref(ref.bucket, ref.key + "/")
+        listed = await _run(ref, session, lambda: session.list_prefix(as_prefix, page_size))
+        if not listed:
+            raise s3_errors.empty(ref)
+        ref = as_prefix
+    else:
+        listed = await _run(ref, session, lambda: session.list_prefix(ref, page_size))
+    objects = await _run(ref, session, lambda: session.with_checksums(ref.bucket, listed))
+    if not objects_to_files(ref, objects):
+        raise s3_errors.empty(ref)
+    return ref, objects
+
+
+def build_manifest(ref: S3Ref, objects: Iterable[S3Object],
+                   presign: Callable[[str, str], str]) -> Manifest:
+    """The manifest for ``objects``, each with a freshly presigned GET URL (checked like any
+    manifest: a hostile key cannot name a path outside the output folder)."""
+    files = []
+    for rel, obj in objects_to_files(ref, objects):
+        entry: dict[str, Any] = {"rel": rel, "size": obj.size,
+                                 "url": presign(ref.bucket, obj.key)}
+        if obj.sha256:
+            entry["sha256"] = obj.sha256
+        files.append(entry)
+    return validate_manifest({"files": files, "name": str(ref)})
+
+
+async def resolve_s3(ref: S3Ref, env: Mapping[str, str], *,
+                     page_size: int = 1000) -> ResolvedSource:
+    """List ``ref`` and presign its objects; the refresh presigns them again (no request to
+    S3). The parameter count is not known to S3: only ``--expect-params`` gates it."""
+    settings = S3Settings.from_env(env)
+    session: S3Session = await _run(ref, None, lambda: S3Session(settings))
+    ref, objects = await _find_objects(session, ref, page_size)
+
+    def presigned() -> Manifest:
+        return build_manifest(ref, objects, session.presign)
+
+    manifest = await _run(ref, session, presigned)
+
+    async def refresh() -> Manifest:
+        return await _run(ref, session, presigned)
+
+    with_sha = sum(1 for o in objects if o.sha256)
+    description = f"{ref} ({len(manifest.files)} object{'s' if len(manifest.files) != 1 else ''}"
+    description += f", {with_sha} with sha256)" if with_sha else ")"
+    return ResolvedSource(manifest, refresh, None, description)
