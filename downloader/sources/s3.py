@@ -97,6 +97,7 @@ class S3Session:
         except ImportError:
             raise s3_errors.missing_extra() from None
         self.settings = settings
+        _quiet_botocore()
         session = botocore.session.get_session()
         if settings.profile:
             session.set_config_variable("profile", settings.profile)
@@ -164,7 +165,8 @@ class S3Session:
                 return None
             raise
         self.sign_in_region(_bucket_region(answer))
-        sha = full_object_sha256(answer.get("ChecksumSHA256"), answer.get("ChecksumType"))
+        sha = full_object_sha256(answer.get("ChecksumSHA256"), answer.get("ChecksumType"),
+                                 answer.get("ETag"))
         return S3Object(key, int(answer["ContentLength"]), sha)
 
     def with_checksums(self, bucket: str, listed: list[tuple[S3Object, bool]]) -> list[S3Object]:
@@ -189,6 +191,13 @@ class S3Session:
             "get_object", Params={"Bucket": bucket, "Key": key},
             ExpiresIn=self.settings.expires)
         return url
+
+
+def _quiet_botocore() -> None:
+    """botocore's DEBUG records hold request signatures and canonical requests (`-vv` would
+    print them): its loggers stop at INFO, whatever the root logger lets through."""
+    root_level = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("botocore").setLevel(max(logging.INFO, root_level))
 
 
 def _status(exc: Any) -> int | None:

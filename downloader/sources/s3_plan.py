@@ -23,6 +23,7 @@ EXPIRES_ENV = "WEIGHTLIFT_S3_URL_EXPIRES"
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 7 * 24 * 3600
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MULTIPART_ETAG = re.compile(r"-[0-9]+\"?$")
 
 
 def is_s3_uri(text: str) -> bool:
@@ -83,15 +84,19 @@ class S3Object:
     sha256: str | None = None  # hex, only from a full-object checksum
 
 
-def full_object_sha256(checksum: str | None, checksum_type: str | None = None) -> str | None:
+def full_object_sha256(checksum: str | None, checksum_type: str | None = None,
+                       etag: str | None = None) -> str | None:
     """The hex sha256 of the whole object from ``x-amz-checksum-sha256``, or None.
 
-    A multipart upload's checksum is composite (a hash of the parts' hashes, written `...-N`,
-    type COMPOSITE): it is not the sha256 of the bytes, so it is not used. Anything that does
-    not decode to 32 bytes is ignored rather than trusted."""
-    if not checksum or (checksum_type or "FULL_OBJECT").upper() != "FULL_OBJECT":
+    A multipart upload's SHA256 is composite (a hash of the parts' hashes, written `...-N`, type
+    COMPOSITE; S3 has no full-object SHA256 for multipart uploads): it is not the sha256 of the
+    bytes, so it is not used. Some servers omit both marks, so a multipart ETag (`"...-N"`)
+    rules it out too unless the type says FULL_OBJECT. Anything that does not decode to 32
+    bytes is ignored rather than trusted."""
+    kind = (checksum_type or "").upper()
+    if not checksum or kind not in ("", "FULL_OBJECT") or "-" in checksum:
         return None
-    if "-" in checksum:
+    if not kind and etag and _MULTIPART_ETAG.search(etag):
         return None
     try:
         raw = base64.b64decode(checksum, validate=True)

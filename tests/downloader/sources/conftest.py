@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ def _free_port() -> int:
 
 class MotoServer:
     """``python -m moto.server`` on 127.0.0.1; stopped by ``stop``."""
+
+    access_key = ACCESS_KEY
+    secret_key = SECRET_KEY
 
     def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         for _ in range(3):  # the free port may be taken between the probe and the bind
@@ -78,17 +81,26 @@ class MotoServer:
             aws_access_key_id=access_key, aws_secret_access_key=secret_key)
 
 
-def aws_env(endpoint: str, tmp: Path, **extra: str) -> dict[str, str]:
-    """The environment of a child pulling from ``endpoint``: test credentials, no ~/.aws, no
-    instance metadata (a missing-credentials test must not wait on 169.254.169.254)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
-               AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
-               AWS_EC2_METADATA_DISABLED="true")
-    env.update(extra)
-    return env
+    def put(self, bucket: str, objects: dict[str, bytes],
+            sha256: frozenset[str] = frozenset()) -> None:
+        """Upload ``objects``; those named in ``sha256`` with S3's full-object SHA256 checksum."""
+        client = self.client()
+        for key, body in objects.items():
+            extra = {"ChecksumAlgorithm": "SHA256"} if key in sha256 else {}
+            client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+
+    def env(self, tmp: Path, endpoint: str | None = None, **extra: str) -> dict[str, str]:
+        """The environment of a pull from this server (or ``endpoint``): test credentials, no
+        ~/.aws, no instance metadata (a missing-credentials run must not wait on
+        169.254.169.254). ``extra`` adds or, with "", removes variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                   AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint or self.endpoint,
+                   AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
+                   AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
+                   AWS_EC2_METADATA_DISABLED="true")
+        env.update(extra)
+        return {k: v for k, v in env.items() if v != ""}
 
 
 @pytest.fixture(scope="session")
@@ -121,24 +133,35 @@ class S3Gate:
         self.gets = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
-        if not self._ready.wait(15):
-            raise RuntimeError("the S3 gate did not start")
+        if not self._ready.wait(15) or self._failed is not None:
+            self._thread.join(5)
+            self._loop.close()
+            raise RuntimeError(f"the S3 gate did not start: {self._failed!r}")
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start())
+        except BaseException as exc:  # told to the test thread, which waits on _ready
+            self._failed = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
+        await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
+        await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._session = ClientSession(auto_decompress=False)
-        self._ready.set()
-        self._loop.run_forever()
 
     def _expired(self, query: str) -> bool:
         params = {k.lower(): v for k, v in parse_qsl(query)}
@@ -175,6 +198,9 @@ class S3Gate:
             return out
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
         async def stop() -> None:
             await self._session.close()
             await self._runner.cleanup()
@@ -186,9 +212,44 @@ class S3Gate:
 
 
 @pytest.fixture
-def s3_gate(moto_server: MotoServer) -> Iterator[S3Gate]:
-    gate = S3Gate(moto_server.endpoint)
+def s3_gate(moto_server: MotoServer) -> Iterator[Callable[..., S3Gate]]:
+    """``s3_gate(rate=..., early=...)`` -> an S3Gate in front of moto, closed at teardown."""
+    gates: list[S3Gate] = []
+
+    def make(**options: Any) -> S3Gate:
+        gates.append(S3Gate(moto_server.endpoint, **options))
+        return gates[-1]
+
     try:
-        yield gate
+        yield make
     finally:
-        gate.close()
+        for gate in gates:
+            gate.close()
+
+
+class DeniedUser:
+    """A moto server that checks credentials and IAM policies, a bucket with one object, and
+    the keys of an IAM user with no policy at all (S3 answers it AccessDenied)."""
+
+    def __init__(self, server: MotoServer, bucket: str, access_key: str, secret_key: str) -> None:
+        self.server = server
+        self.bucket = bucket
+        self.access_key = access_key
+        self.secret_key = secret_key
+
+
+@pytest.fixture(scope="module")
+def moto_denied_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeniedUser]:
+    # moto lets the first N requests through unchecked (the set-up below: 4), then enforces.
+    server = MotoServer(tmp_path_factory.mktemp("moto-auth") / "moto.log",
+                        env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        s3 = server.client()
+        s3.create_bucket(Bucket="wl-private")
+        s3.put_object(Bucket="wl-private", Key="m/a.bin", Body=b"secret weights")
+        iam = server.client(service="iam")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield DeniedUser(server, "wl-private", key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        server.stop()

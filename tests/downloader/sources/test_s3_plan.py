@@ -79,6 +79,17 @@ def test_only_a_full_object_sha256_is_used(checksum: str | None, kind: str | Non
     assert full_object_sha256(checksum, kind) == expected
 
 
+@pytest.mark.parametrize(("etag", "kind", "expected"), [
+    ('"9b2cf535f27731c974343645a3985328"', None, DIGEST.hex()),
+    ('"9b2cf535f27731c974343645a3985328-2"', None, None),  # multipart, unmarked checksum
+    ("9b2cf535f27731c974343645a3985328-12", None, None),
+    ('"9b2cf535f27731c974343645a3985328-2"', "FULL_OBJECT", DIGEST.hex()),
+])
+def test_a_multipart_etag_rules_out_an_unmarked_sha256(etag: str, kind: str | None,
+                                                       expected: str | None) -> None:
+    assert full_object_sha256(_b64(DIGEST), kind, etag) == expected
+
+
 @pytest.mark.parametrize(("raw", "seconds"), [("", 3600), ("2", 2), ("604800", 604800)])
 def test_url_lifetime(raw: str, seconds: int) -> None:
     assert url_lifetime({"WEIGHTLIFT_S3_URL_EXPIRES": raw}) == seconds
