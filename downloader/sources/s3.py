@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,6 +126,9 @@ class S3Session:
         self.credentials = f"access key …{key_tail} from {source}"
         self.endpoint = redact_url(str(self.client.meta.endpoint_url))
         self._signer = self.client
+        # HeadObject threads may all learn the bucket's region at once; botocore's session
+        # is not safe for concurrent create_client.
+        self._region_lock = threading.Lock()
 
     def _client(self, region: str | None) -> BaseClient:
         return self._session.create_client("s3", region_name=region,
@@ -134,10 +138,13 @@ class S3Session:
     def sign_in_region(self, region: str | None) -> None:
         """Presign for the bucket's own region when AWS said where it lives and the user set
         neither a region nor an endpoint (a URL signed for the wrong region is refused)."""
-        if (region and not self.settings.region and not self.settings.endpoint
-                and region != self.client.meta.region_name):
-            log.debug("bucket is in %s; presigning for that region", region)
-            self._signer = self._client(region)
+        if (not region or self.settings.region or self.settings.endpoint
+                or region == self.client.meta.region_name):
+            return
+        with self._region_lock:
+            if self._signer is self.client:
+                log.debug("bucket is in %s; presigning for that region", region)
+                self._signer = self._client(region)
 
     def list_prefix(self, ref: S3Ref, page_size: int) -> list[tuple[S3Object, bool]]:
         """Every object under the prefix, page by page, with whether the listing says it has a

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +140,10 @@ async def test_a_multipart_upload_sha256_is_not_taken_for_the_bytes(
     assert files["big.bin"].size == (5 << 20) + 1
     assert files["big.bin"].sha256 is None
     assert files["small.bin"].sha256 == hashlib.sha256(b"s").hexdigest()
+
+
+def test_other_sources_do_not_import_botocore() -> None:
+    """The extra is paid for only by s3:// pulls: resolving other sources never imports it."""
+    code = ("import sys, weightlift.downloader.sources.resolve, weightlift.cli.main; "
+            "sys.exit('botocore' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
