@@ -131,9 +131,16 @@ class S3Session:
         self._region_lock = threading.Lock()
 
     def _client(self, region: str | None) -> BaseClient:
-        return self._session.create_client("s3", region_name=region,
-                                           endpoint_url=self.settings.endpoint,
-                                           config=self._config)
+        try:
+            return self._session.create_client("s3", region_name=region,
+                                               endpoint_url=self.settings.endpoint,
+                                               config=self._config)
+        except ValueError as exc:  # botocore's "Invalid endpoint: ..." is a bare ValueError
+            if "endpoint" not in str(exc).lower():
+                raise
+            shown = redact_url(self.settings.endpoint or "")
+            raise UsageError(f"AWS_ENDPOINT_URL {shown!r} is not a URL",
+                             "use a full URL such as https://minio.example:9000") from None
 
     def sign_in_region(self, region: str | None) -> None:
         """Presign for the bucket's own region when AWS said where it lives and the user set
@@ -237,6 +244,9 @@ def _translate(exc: Exception, ref: S3Ref, session: S3Session | None) -> Weightl
                                       credentials=credentials, endpoint=endpoint)
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
         return s3_errors.unreachable(endpoint, str(exc))
+    if isinstance(exc, bx.InvalidRegionError):
+        return UsageError(f"bad AWS_REGION: {' '.join(str(exc).split())}",
+                          "use a region name such as us-east-1")
     if isinstance(exc, bx.ParamValidationError):
         return UsageError(f"bad S3 request for {ref}: {' '.join(str(exc).split())}")
     if isinstance(exc, bx.BotoCoreError):

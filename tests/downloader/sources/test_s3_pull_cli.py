@@ -104,9 +104,9 @@ def test_the_sha256_s3_keeps_is_checked(moto_server: Any, bucket: str, tmp_path:
 
 def test_a_kill_9_mid_pull_resumes(moto_server: Any, bucket: str, tmp_path: Path,
                                    s3_gate: Any) -> None:
-    # Journals are written about once a second: the gate slows moto down (2 x 700 KB/s over
+    # Journals are written about once a second: the gate slows moto down (2 x 500 KB/s over
     # 3 MiB) so that the kill, at the second journal write, lands mid-pull with ranges saved.
-    gate = s3_gate(rate=700_000)
+    gate = s3_gate(rate=500_000)
     ckpt = _upload_checkpoint(moto_server, bucket, tmp_path, 3 << 20, 2)
     env = moto_server.env(tmp_path, gate.endpoint)
     out = tmp_path / "model"

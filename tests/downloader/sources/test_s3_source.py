@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from weightlift.downloader.errors import PlatformError, UsageError
+from weightlift.downloader.errors import BadManifest, PlatformError, UsageError
 from weightlift.downloader.sources.local import ResolvedSource
 from weightlift.downloader.sources.resolve import open_source
 from weightlift.downloader.sources.s3 import resolve_s3
@@ -147,3 +147,20 @@ def test_other_sources_do_not_import_botocore() -> None:
     code = ("import sys, weightlift.downloader.sources.resolve, weightlift.cli.main; "
             "sys.exit('botocore' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+async def test_bad_settings_are_usage_errors(tmp_path: Path, moto_server: Any) -> None:
+    for extra, needle in (({"AWS_ENDPOINT_URL": "localhost:9000"}, "is not a URL"),
+                          ({"AWS_REGION": "us east 1"}, "bad AWS_REGION")):
+        with pytest.raises(UsageError, match=needle):
+            await _resolve("s3://bkt/m/", moto_server.env(tmp_path, **extra))
+
+
+async def test_a_key_that_would_climb_out_of_the_folder_is_refused(
+        moto_server: Any, bucket: str, tmp_path: Path) -> None:
+    """S3 keys are any string: `..` or an empty segment cannot become a path (exit 2)."""
+    for key in ("m/../../etc/cron.d/x", "m/a//b", "m/.weightlift/receipt.json"):
+        moto_server.put(bucket, {key: b"x"})
+        with pytest.raises(BadManifest):
+            await _resolve(f"s3://{bucket}/m/", moto_server.env(tmp_path))
+        moto_server.client().delete_object(Bucket=bucket, Key=key)
