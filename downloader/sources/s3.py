@@ -235,7 +235,10 @@ def _translate(exc: Exception, ref: S3Ref, session: S3Session | None) -> Weightl
     endpoint = session.endpoint if session else "S3"
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return s3_errors.no_credentials()
-    if isinstance(exc, (bx.ProfileNotFound, bx.CredentialRetrievalError, bx.NoAuthTokenError)):
+    if isinstance(exc, bx.ProfileNotFound):
+        return PlatformError(f"cannot read s3:// sources: {' '.join(str(exc).split())}",
+                             "check AWS_PROFILE against ~/.aws/config and ~/.aws/credentials")
+    if isinstance(exc, (bx.CredentialRetrievalError, bx.NoAuthTokenError)):
         return s3_errors.no_credentials(str(exc))
     if isinstance(exc, bx.ClientError):
         error = exc.response.get("Error", {})

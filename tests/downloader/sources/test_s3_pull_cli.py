@@ -203,3 +203,25 @@ def test_access_denied_names_the_credentials_and_the_permission(
     assert user.access_key not in lines[0]
     assert user.secret_key not in done.stderr + done.stdout
     assert not out.exists()
+
+
+def test_credentials_from_a_profile_in_the_shared_file(
+        moto_server: Any, bucket: str, tmp_path: Path) -> None:
+    """botocore's chain, not only the environment: AWS_PROFILE names a profile of
+    ~/.aws/credentials (here AWS_SHARED_CREDENTIALS_FILE)."""
+    moto_server.put(bucket, {"m/a.bin": b"profile" * 1000})
+    (tmp_path / "no-aws-credentials").write_text(
+        f"[wl-test]\naws_access_key_id = {moto_server.access_key}\n"
+        f"aws_secret_access_key = {moto_server.secret_key}\n")
+    env = moto_server.env(tmp_path, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="",
+                          AWS_PROFILE="wl-test")
+    out = tmp_path / "model"
+    done = _pull(env, f"s3://{bucket}/m/a.bin", out, "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert (out / "a.bin").read_bytes() == b"profile" * 1000
+    _no_secrets(moto_server, done, out)
+    missing = _pull({**env, "AWS_PROFILE": "nope"}, f"s3://{bucket}/m/a.bin", out)
+    assert missing.returncode == 4
+    assert "profile (nope) could not be found" in missing.stderr
+    assert "check AWS_PROFILE" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
