@@ -41,7 +41,7 @@ class MotoServer:
     def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         for _ in range(3):  # the free port may be taken between the probe and the bind
             self.port = _free_port()
-            self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+            self._log = open(log, "ab")  # closed in stop()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
