@@ -89,7 +89,7 @@ class S3Settings:
 
 class S3Session:
     """One botocore client and what error lines need to know about it. Every method is
-    synchronous and may block: call them through ``run``."""
+    synchronous and may block: call them through ``_run`` (a worker thread)."""
 
     def __init__(self, settings: S3Settings) -> None:
         try:
