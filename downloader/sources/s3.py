@@ -245,8 +245,10 @@ def _translate(exc: Exception, ref: S3Ref, session: S3Session | None) -> Weightl
         return s3_errors.client_error(str(error.get("Code", "")), _status(exc),
                                       str(error.get("Message", "")), ref,
                                       credentials=credentials, endpoint=endpoint)
-    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
-        return s3_errors.unreachable(endpoint, str(exc))
+    if isinstance(exc, bx.EndpointConnectionError):  # its text repeats the URL
+        return s3_errors.unreachable(endpoint, "could not connect")
+    if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
+        return s3_errors.unreachable(endpoint, " ".join(str(exc).split()))
     if isinstance(exc, bx.InvalidRegionError):
         return UsageError(f"bad AWS_REGION: {' '.join(str(exc).split())}",
                           "use a region name such as us-east-1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,18 @@ def test_other_sources_do_not_import_botocore() -> None:
     code = ("import sys, weightlift.downloader.sources.resolve, weightlift.cli.main; "
             "sys.exit('botocore' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+async def test_an_endpoint_that_does_not_answer_is_exit_4(tmp_path: Path,
+                                                          moto_server: Any) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(PlatformError) as info:
+        await _resolve("s3://bkt/m/", moto_server.env(tmp_path, endpoint))
+    assert info.value.one_line() == (
+        f"cannot reach S3 at {endpoint}: could not connect "
+        "(check the network, AWS_ENDPOINT_URL and AWS_REGION)")
 
 
 async def test_bad_settings_are_usage_errors(tmp_path: Path, moto_server: Any) -> None:
