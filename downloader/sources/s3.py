@@ -5,6 +5,12 @@ and the SigV4 signer; nothing here signs by hand. botocore is synchronous, so ea
 a worker thread. The engine only ever sees presigned https URLs: a refresh presigns them again,
 locally, with no request to S3 (refreshable credentials renew themselves inside botocore).
 
+Why botocore and not aiobotocore (measured on 2 cores against moto's server, 2,000 keys): the
+listing took the same time either way (0.7-1.6 s), aiobotocore's presigning was slower (280-570
+us a URL against ~165), its import took 0.5-0.75 s against 0.2-0.3 s, and it pins botocore to a
+narrow range and brings aioitertools and wrapt. The only network calls are a few list pages and
+HeadObjects, where a thread costs nothing that matters; the bytes go through our own engine.
+
 Honoured: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (MinIO,
 R2, GCS's S3 API), and ``WEIGHTLIFT_S3_URL_EXPIRES`` (presigned URL lifetime, seconds).
@@ -305,7 +311,8 @@ def build_manifest(ref: S3Ref, objects: Iterable[S3Object],
         if obj.sha256:
             entry["sha256"] = obj.sha256
         files.append(entry)
-    return validate_manifest({"files": files, "name": str(ref)})
+    # The receipt records model_id: for S3, the URI it came from.
+    return validate_manifest({"files": files, "model_id": str(ref), "name": str(ref)})
 
 
 async def resolve_s3(ref: S3Ref, env: Mapping[str, str], *,

@@ -76,6 +76,8 @@ def test_a_prefix_pulls_byte_identical_and_a_rerun_fetches_nothing(
     assert report["expected_params"] == ckpt.params  # from --expect-params: S3 knows none
     assert report["verification"]["params"] == ckpt.params
     _same_tree(tmp_path / "src", out, ckpt.files)
+    receipt = json.loads((out / ".weightlift" / "receipt.json").read_text())
+    assert receipt["model_id"] == source  # where the files came from
     _no_secrets(moto_server, done, out)  # -vv: botocore DEBUG records would hold signatures
 
     again = _pull(env, source, out, "--json")
