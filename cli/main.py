@@ -97,7 +97,7 @@ def _positive_float(text: str) -> float:
 
 
 SOURCE_HELP = ("axom://jobs/<id>, axom://models/<id>, tensorone://jobs/<id>[/checkpoints/<id>], "
-               "s3://BUCKET/PREFIX/ or s3://BUCKET/KEY, a manifest JSON file, or http(s) URLs")
+               "a manifest JSON file, or http(s) URLs")
 
 
 def _add_pull_options(p: argparse.ArgumentParser) -> None:
