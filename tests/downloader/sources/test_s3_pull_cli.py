@@ -96,8 +96,9 @@ def test_the_sha256_s3_keeps_is_checked(moto_server: Any, bucket: str, tmp_path:
     out = tmp_path / "model"
     done = _pull(moto_server.env(tmp_path), f"s3://{bucket}/m/weights.bin", out, "--json",
                  "--no-verify")
-    assert done.returncode in (1, 3), done.stderr
-    assert "sha256" in done.stderr.lower()
+    assert done.returncode == 1, done.stderr  # integrity: verification failed
+    assert json.loads(done.stdout)["files"][0]["status"] == "failed"
+    assert "sha256" in done.stderr.splitlines()[-1]
     assert not (out / "weights.bin").exists()
     _no_secrets(moto_server, done, out)
 
