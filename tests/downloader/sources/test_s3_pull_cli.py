@@ -126,13 +126,13 @@ def test_a_kill_9_mid_pull_resumes(moto_server: Any, bucket: str, tmp_path: Path
 
 def test_urls_that_expire_mid_pull_are_presigned_again(
         moto_server: Any, bucket: str, tmp_path: Path, s3_gate: Any) -> None:
-    # URLs live 3 s by their signature; the gate (moto itself ignores expiry) refuses them
-    # 1.5 s early, as S3 does once a URL has expired: the first refresh is a reaction to S3's
-    # "Request has expired", not the resolver's look-ahead. 2 connections x 400 KB/s over 3 MiB
-    # keep the pull going for about 4 s.
-    gate = s3_gate(rate=400_000, early=1.5)
+    # URLs live 4 s by their signature; the gate (moto itself ignores expiry) refuses them 2 s
+    # early, as S3 refuses an expired URL: the first refresh answers S3's "Request has expired"
+    # rather than the resolver's look-ahead (0.8 s before the 4 s). X-Amz-Date is whole seconds,
+    # so a URL works for 1 to 2 s. 2 connections x 400 KB/s over 3 MiB last about 4 s.
+    gate = s3_gate(rate=400_000, early=2.0)
     ckpt = _upload_checkpoint(moto_server, bucket, tmp_path, 3 << 20, 1)
-    env = moto_server.env(tmp_path, gate.endpoint, WEIGHTLIFT_S3_URL_EXPIRES="3")
+    env = moto_server.env(tmp_path, gate.endpoint, WEIGHTLIFT_S3_URL_EXPIRES="4")
     out = tmp_path / "model"
     done = _pull(env, f"s3://{bucket}/{PREFIX}", out, "--json", "--connections", "2",
                  "--chunk-size", "256K")
