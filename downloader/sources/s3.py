@@ -32,9 +32,11 @@ from weightlift.downloader.redact import register_secret
 from weightlift.downloader.sources import s3_errors
 from weightlift.downloader.sources.local import ResolvedSource
 from weightlift.downloader.sources.s3_plan import (
+    ARCHIVE_CLASSES,
     S3Object,
     S3Ref,
     full_object_sha256,
+    needs_restore,
     objects_to_files,
     url_lifetime,
 )
@@ -160,8 +162,9 @@ class S3Session:
                 self._signer = self._client(region)
 
     def list_prefix(self, ref: S3Ref, page_size: int) -> list[tuple[S3Object, bool]]:
-        """Every object under the prefix, page by page, with whether the listing says it has a
-        SHA256 checksum to ask for."""
+        """Every object under the prefix, page by page, with whether it needs a HeadObject:
+        the listing says it has a SHA256 checksum to fetch, or it is in an archive class (is
+        it restored?)."""
         paginator = self.client.get_paginator("list_objects_v2")
         found: list[tuple[S3Object, bool]] = []
         pages = paginator.paginate(Bucket=ref.bucket, Prefix=ref.key,
@@ -170,12 +173,14 @@ class S3Session:
             if not found:
                 self.sign_in_region(_bucket_region(page))
             for item in page.get("Contents", ()):
-                algorithms = item.get("ChecksumAlgorithm") or ()
-                found.append((S3Object(item["Key"], int(item["Size"])), "SHA256" in algorithms))
+                has_sha = "SHA256" in (item.get("ChecksumAlgorithm") or ())
+                archive = str(item.get("StorageClass", "")).upper() in ARCHIVE_CLASSES
+                found.append((S3Object(item["Key"], int(item["Size"])), has_sha or archive))
         return found
 
     def head(self, bucket: str, key: str) -> S3Object | None:
-        """The object with its full-object sha256 when it has one; None when it does not exist."""
+        """The object with its full-object sha256 when it has one, and whether it is archived;
+        None when it does not exist."""
         from botocore.exceptions import ClientError
 
         try:
@@ -187,11 +192,13 @@ class S3Session:
         self.sign_in_region(_bucket_region(answer))
         sha = full_object_sha256(answer.get("ChecksumSHA256"), answer.get("ChecksumType"),
                                  answer.get("ETag"))
-        return S3Object(key, int(answer["ContentLength"]), sha)
+        archived = needs_restore(answer.get("StorageClass"), answer.get("Restore"),
+                                 answer.get("ArchiveStatus"))
+        return S3Object(key, int(answer["ContentLength"]), sha, archived)
 
-    def with_checksums(self, bucket: str, listed: list[tuple[S3Object, bool]]) -> list[S3Object]:
-        """The listed objects, those with a SHA256 checksum completed by a HeadObject each."""
-        wanted = [obj for obj, has_sha in listed if has_sha]
+    def completed(self, bucket: str, listed: list[tuple[S3Object, bool]]) -> list[S3Object]:
+        """The listed objects, those that need it completed by a HeadObject each."""
+        wanted = [obj for obj, head_it in listed if head_it]
         if not wanted:
             return [obj for obj, _ in listed]
         with ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="s3-head") as pool:
@@ -294,7 +301,7 @@ async def _find_objects(session: S3Session, ref: S3Ref,
         ref = as_prefix
     else:
         listed = await _run(ref, session, lambda: session.list_prefix(ref, page_size))
-    objects = await _run(ref, session, lambda: session.with_checksums(ref.bucket, listed))
+    objects = await _run(ref, session, lambda: session.completed(ref.bucket, listed))
     if not objects_to_files(ref, objects):
         raise s3_errors.empty(ref)
     return ref, objects
@@ -322,6 +329,10 @@ async def resolve_s3(ref: S3Ref, env: Mapping[str, str], *,
     settings = S3Settings.from_env(env)
     session: S3Session = await _run(ref, None, lambda: S3Session(settings))
     ref, objects = await _find_objects(session, ref, page_size)
+    # Storage would refuse these with 403, which reads like an expired URL: say it up front.
+    archived = [o.key for o in objects if o.archived]
+    if archived:
+        raise s3_errors.archived(ref, archived[0], len(archived))
 
     def presigned() -> Manifest:
         return build_manifest(ref, objects, session.presign)

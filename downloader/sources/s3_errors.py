@@ -66,6 +66,17 @@ def client_error(code: str, status: int | None, message: str, ref: S3Ref, *,
                          "check the bucket, the prefix and the credentials")
 
 
+def archived(ref: S3Ref, first_key: str, count: int) -> PlatformError:
+    """Objects in GLACIER or DEEP_ARCHIVE (not restored): S3 refuses to serve them."""
+    hint = "restore them (aws s3api restore-object), wait until it is done, then run again"
+    if not ref.is_prefix:
+        return PlatformError(f"{ref} is archived (Glacier) and cannot be read until restored",
+                             hint.replace("them", "it"))
+    more = f" and {count - 1} more" if count > 1 else ""
+    return PlatformError(f"s3://{ref.bucket}/{first_key}{more} under {ref}: archived (Glacier), "
+                         "cannot be read until restored", hint)
+
+
 def unreachable(endpoint: str, detail: str) -> PlatformError:
     return PlatformError(f"cannot reach S3 at {endpoint}: {detail}",
                          "check the network, AWS_ENDPOINT_URL and AWS_REGION")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from weightlift.downloader.errors import UsageError
 
-__all__ = ["S3Object", "S3Ref", "full_object_sha256", "is_s3_uri", "objects_to_files",
-           "parse_s3_uri", "url_lifetime"]
+__all__ = ["ARCHIVE_CLASSES", "S3Object", "S3Ref", "full_object_sha256", "is_s3_uri",
+           "needs_restore", "objects_to_files", "parse_s3_uri", "url_lifetime"]
 
 # Presigned URL lifetime: an hour by default (the resolver re-presigns ahead of expiry, so a
 # longer pull only costs a local signature per hour); SigV4 allows at most 7 days.
@@ -24,6 +24,8 @@ DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 7 * 24 * 3600
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MULTIPART_ETAG = re.compile(r"-[0-9]+\"?$")
+# Storage classes whose objects cannot be read until restored (GET: 403 InvalidObjectState).
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 
 def is_s3_uri(text: str) -> bool:
@@ -82,6 +84,17 @@ class S3Object:
     key: str
     size: int
     sha256: str | None = None  # hex, only from a full-object checksum
+    archived: bool = False  # in an archive class and not restored: unreadable for now
+
+
+def needs_restore(storage_class: str | None, restore: str | None,
+                  archive_status: str | None = None) -> bool:
+    """True when a GET would be refused because the object is archived (GLACIER, DEEP_ARCHIVE,
+    or an Intelligent-Tiering archive tier) and no finished restore (``x-amz-restore:
+    ongoing-request="false", ...``) makes a copy readable."""
+    archived = (storage_class or "").upper() in ARCHIVE_CLASSES or bool(archive_status)
+    restored = restore is not None and 'ongoing-request="false"' in restore
+    return archived and not restored
 
 
 def full_object_sha256(checksum: str | None, checksum_type: str | None = None,

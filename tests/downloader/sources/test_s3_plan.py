@@ -15,6 +15,7 @@ from weightlift.downloader.sources.s3_plan import (
     S3Ref,
     full_object_sha256,
     is_s3_uri,
+    needs_restore,
     objects_to_files,
     parse_s3_uri,
     url_lifetime,
@@ -139,3 +140,18 @@ def test_missing_credentials_empty_prefix_and_missing_extra() -> None:
     extra = s3_errors.missing_extra()
     assert extra.exit_code == EXIT_USAGE
     assert "pip install 'weightlift[s3]'" in extra.one_line()
+
+
+@pytest.mark.parametrize(("storage_class", "restore", "archive_status", "expected"), [
+    (None, None, None, False),
+    ("STANDARD", None, None, False),
+    ("GLACIER_IR", None, None, False),  # instant retrieval: readable as is
+    ("GLACIER", None, None, True),
+    ("DEEP_ARCHIVE", 'ongoing-request="true"', None, True),  # restore still running
+    ("GLACIER", 'ongoing-request="false", expiry-date="Fri, 04 Dec 2026 00:00:00 GMT"', None,
+     False),
+    ("INTELLIGENT_TIERING", None, "ARCHIVE_ACCESS", True),
+])
+def test_needs_restore(storage_class: str | None, restore: str | None,
+                       archive_status: str | None, expected: bool) -> None:
+    assert needs_restore(storage_class, restore, archive_status) is expected

@@ -177,3 +177,24 @@ async def test_a_key_that_would_climb_out_of_the_folder_is_refused(
         with pytest.raises(BadManifest):
             await _resolve(f"s3://{bucket}/m/", moto_server.env(tmp_path))
         moto_server.client().delete_object(Bucket=bucket, Key=key)
+
+
+async def test_archived_objects_are_named_before_any_download(
+        moto_server: Any, bucket: str, tmp_path: Path) -> None:
+    """A GLACIER object answers GET with 403 InvalidObjectState, which would read as an
+    expired URL; the source says what it is instead. A finished restore makes it readable."""
+    client = moto_server.client()
+    client.put_object(Bucket=bucket, Key="m/a.bin", Body=b"a")
+    client.put_object(Bucket=bucket, Key="m/cold.bin", Body=b"c", StorageClass="GLACIER")
+    client.put_object(Bucket=bucket, Key="m/thawed.bin", Body=b"t", StorageClass="DEEP_ARCHIVE")
+    client.restore_object(Bucket=bucket, Key="m/thawed.bin", RestoreRequest={"Days": 1})
+    env = moto_server.env(tmp_path)
+    with pytest.raises(PlatformError) as prefix:
+        await _resolve(f"s3://{bucket}/m/", env)
+    assert prefix.value.one_line().startswith(
+        f"s3://{bucket}/m/cold.bin under s3://{bucket}/m/: archived (Glacier)")
+    assert "restore-object" in prefix.value.one_line()
+    with pytest.raises(PlatformError, match="is archived"):
+        await _resolve(f"s3://{bucket}/m/cold.bin", env)
+    thawed = await _resolve(f"s3://{bucket}/m/thawed.bin", env)
+    assert [f.rel for f in thawed.manifest.files] == ["thawed.bin"]
