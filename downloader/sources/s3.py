@@ -2,7 +2,7 @@
 
 botocore brings the credential chain (environment, `~/.aws`, SSO, instance and container roles)
 and the SigV4 signer; nothing here signs by hand. botocore is synchronous, so each call runs in
-a worker thread. The engine only ever sees presigned https URLs: a refresh presigns them again,
+a worker thread. The engine only ever sees presigned GET URLs: a refresh presigns them again,
 locally, with no request to S3 (refreshable credentials renew themselves inside botocore).
 
 Why botocore and not aiobotocore (measured on 2 cores against moto's server, 2,000 keys): the
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# HeadObject calls in flight when fetching the objects' sha256 (botocore clients are
+# HeadObject calls in flight for the objects' sha256 and archive state (botocore clients are
 # thread-safe; its connection pool is sized to match).
 HEAD_THREADS = 16
 # What botocore's credential `method` means, for "access denied for ..." lines.
