@@ -38,6 +38,7 @@ from weightlift.downloader.sources.s3_plan import (
     full_object_sha256,
     needs_restore,
     objects_to_files,
+    signing_region,
     url_lifetime,
 )
 
@@ -150,11 +151,12 @@ class S3Session:
             raise UsageError(f"AWS_ENDPOINT_URL {shown!r} is not a URL",
                              "use a full URL such as https://minio.example:9000") from None
 
-    def sign_in_region(self, region: str | None) -> None:
-        """Presign for the bucket's own region when AWS said where it lives and the user set
-        neither a region nor an endpoint (a URL signed for the wrong region is refused)."""
-        if (not region or self.settings.region or self.settings.endpoint
-                or region == self.client.meta.region_name):
+    def sign_in_region(self, bucket_region: str | None) -> None:
+        """Presign for the bucket's own region from now on, when ``signing_region`` says so."""
+        region = signing_region(bucket_region, self.client.meta.region_name,
+                                region_set=bool(self.settings.region),
+                                endpoint_set=bool(self.settings.endpoint))
+        if region is None:
             return
         with self._region_lock:
             if self._signer is self.client:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from weightlift.downloader.errors import UsageError
 
 __all__ = ["ARCHIVE_CLASSES", "S3Object", "S3Ref", "full_object_sha256", "is_s3_uri",
-           "needs_restore", "objects_to_files", "parse_s3_uri", "url_lifetime"]
+           "needs_restore", "objects_to_files", "parse_s3_uri", "signing_region",
+           "url_lifetime"]
 
 # Presigned URL lifetime: an hour by default (the resolver re-presigns ahead of expiry, so a
 # longer pull only costs a local signature per hour); SigV4 allows at most 7 days.
@@ -131,3 +132,16 @@ def objects_to_files(ref: S3Ref, objects: Iterable[S3Object]) -> list[tuple[str,
             continue
         files.append((obj.key[len(ref.key):], obj))
     return sorted(files, key=lambda pair: pair[0])
+
+
+def signing_region(bucket_region: str | None, client_region: str | None, *,
+                   region_set: bool, endpoint_set: bool) -> str | None:
+    """The region to presign for instead of the client's, or None to keep it.
+
+    A URL signed for another region than the bucket's is refused. When the user named neither a
+    region nor an endpoint, the bucket's own region (S3's ``x-amz-bucket-region``) wins; a
+    region the user set is theirs to get right, and a custom endpoint (MinIO, R2) has its own
+    idea of regions, so neither is second-guessed."""
+    if region_set or endpoint_set or not bucket_region or bucket_region == client_region:
+        return None
+    return bucket_region
