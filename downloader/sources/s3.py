@@ -154,7 +154,6 @@ class S3Session:
     def sign_in_region(self, bucket_region: str | None) -> None:
         """Presign for the bucket's own region from now on, when ``signing_region`` says so."""
         region = signing_region(bucket_region, self.client.meta.region_name,
-                                region_set=bool(self.settings.region),
                                 endpoint_set=bool(self.settings.endpoint))
         if region is None:
             return

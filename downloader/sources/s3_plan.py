@@ -135,13 +135,13 @@ def objects_to_files(ref: S3Ref, objects: Iterable[S3Object]) -> list[tuple[str,
 
 
 def signing_region(bucket_region: str | None, client_region: str | None, *,
-                   region_set: bool, endpoint_set: bool) -> str | None:
+                   endpoint_set: bool) -> str | None:
     """The region to presign for instead of the client's, or None to keep it.
 
-    A URL signed for another region than the bucket's is refused. When the user named neither a
-    region nor an endpoint, the bucket's own region (S3's ``x-amz-bucket-region``) wins; a
-    region the user set is theirs to get right, and a custom endpoint (MinIO, R2) has its own
-    idea of regions, so neither is second-guessed."""
-    if region_set or endpoint_set or not bucket_region or bucket_region == client_region:
+    A URL signed for another region than the bucket's is refused, and botocore follows S3's
+    redirects for API calls but cannot for a URL it hands away. On AWS the bucket's own region
+    (S3's ``x-amz-bucket-region``) is always right, whatever AWS_REGION says; a custom endpoint
+    (MinIO, R2) has its own idea of regions, so it is not second-guessed."""
+    if endpoint_set or not bucket_region or bucket_region == client_region:
         return None
     return bucket_region
