@@ -26,6 +26,16 @@ SECRET_KEY = "wlTestSecret/abcdefghijklmnopqrstuvwxyz0123"
 _buckets = itertools.count()
 
 
+def _die_with_parent() -> None:
+    """In the moto child, before exec: a SIGTERM when pytest dies, even by SIGKILL (Linux), so
+    an aborted run leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +54,8 @@ class MotoServer:
             self._log = open(log, "ab")  # closed in stop()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                preexec_fn=_die_with_parent)
             if self._wait_up(deadline=time.monotonic() + 30):
                 break
             self.stop()
