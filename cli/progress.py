@@ -32,10 +32,11 @@ def human_bytes(n: float) -> str:
 class Progress:
     """Callable sink for engine events."""
 
-    def __init__(self, *, quiet: bool, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, *, quiet: bool, stream: TextIO | None = None) -> None:
+        # sys.stderr as it is now, not at import: a caller (or pytest) may have replaced it.
+        self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
-        self.tty = stream.isatty() and not quiet
+        self.tty = self.stream.isatty() and not quiet
         self._total: Any = None
         self._bars: dict[str, Any] = {}
         self._file_count = 0

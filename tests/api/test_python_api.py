@@ -115,3 +115,13 @@ def test_version_and_exports() -> None:
         assert getattr(weightlift, name) is not None, name
     with pytest.raises(AttributeError):
         weightlift.no_such_name  # noqa: B018
+
+
+def test_progress_true_shows_the_clis_output_on_stderr(served: Served, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    report = weightlift.pull(served.manifest, tmp_path / "m", progress=True)
+    assert report.ok
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "pulling 4 file(s)" in err  # not a terminal here: plain lines instead of bars
+    assert f"verified: {served.gen.params:,} parameters" in err
