@@ -134,10 +134,18 @@ def output_folder(out_dir: str | Path | None, settings: EnvSettings, sources: li
 
 
 def advise(line: str, sources: list[str]) -> str:
-    """The engine's advice, fitted to the SOURCE form (plain URLs have no manifest)."""
-    if sources and all(s.lower().startswith(("http://", "https://")) for s in sources):
+    """A failure line with advice that fits the SOURCE form: a platform refreshes its own URLs,
+    but expired plain URLs need fresh URLs and an expired manifest file a fresh manifest."""
+    if not sources or any("://" in s and not s.lower().startswith(("http://", "https://"))
+                          for s in sources):
+        return line  # a platform (or hf/s3) source: it refreshes what expires
+    urls = all(s.lower().startswith(("http://", "https://")) for s in sources)
+    if urls:
         line = line.replace("get a fresh manifest and run again",
                             "get fresh URLs and run the command with them")
+    if "expired" in line.lower() and "fresh" not in line:
+        line += (" (the URL has expired: get fresh URLs and run the command with them)" if urls
+                 else " (the manifest's URLs have expired: get a fresh manifest and run again)")
     return line
 
 

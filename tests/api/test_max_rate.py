@@ -6,7 +6,6 @@ The 10-second measurement is marked `slow` (left out of the quick default run; C
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -49,29 +48,16 @@ def test_20_mb_s_cap_holds_within_10_percent_over_10_seconds(threaded_storage: S
         threaded_storage.emu.put_bytes(name, (block * (n // len(block) + 1))[:n])
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps(threaded_storage.manifest(["a.bin", "b.bin"])))
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-
-    def sample() -> None:  # bytes served, every 0.5 s, to see the rate over time too
-        while not stop.wait(0.5):
-            samples.append((time.monotonic(), threaded_storage.emu.total_bytes_served))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        run = weightlift("pull", str(manifest), "-o", str(tmp_path / "o"), "--json",
-                         "--max-rate", str(CAP), "--connections", "8", "--no-verify",
-                         timeout=60)
-    finally:
-        stop.set()
-        sampler.join(timeout=5)
+    started = time.monotonic()
+    run = weightlift("pull", str(manifest), "-o", str(tmp_path / "o"), "--json",
+                     "--max-rate", str(CAP), "--connections", "8", "--no-verify", timeout=60)
+    wall = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     totals = json.loads(run.stdout)["totals"]
+    assert totals["bytes_fetched"] == size
     rate = totals["bytes_fetched"] / totals["seconds"]
-    windows = [(b2 - b1) / (t2 - t1) / 1e6
-               for (t1, b1), (t2, b2) in zip(samples, samples[2:], strict=False)
-               if b1 and b2 < size]  # 1-second windows inside the transfer
-    print(f"--max-rate {CAP / 1e6:.0f} MB/s: {totals['bytes_fetched'] / 1e6:.0f} MB in "
-          f"{totals['seconds']:.2f} s = {rate / 1e6:.2f} MB/s; 1 s windows (MB/s): "
-          f"{', '.join(f'{w:.1f}' for w in windows)}")
+    print(f"--max-rate {CAP / 1e6:.0f} MB/s: {size / 1e6:.0f} MB in {totals['seconds']:.2f} s "
+          f"= {rate / 1e6:.2f} MB/s (child's wall time {wall:.2f} s)")
     assert 0.9 * CAP <= rate <= 1.1 * CAP
+    # The whole command, start-up and verification included, is not much longer either.
+    assert wall <= 1.1 * SECONDS + 5
