@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from weightlift.cli.progress import Progress, human_bytes
+from weightlift.downloader.engine import EngineConfig
 from weightlift.downloader.errors import EXIT_INTERRUPTED, WeightliftError
 from weightlift.downloader.sources.local import ResolvedSource
 from weightlift.pulling import (
@@ -25,7 +26,8 @@ from weightlift.reports import PullReport, Totals
 from weightlift.selection import Selection
 
 T = TypeVar("T")
-__all__ = ["pull_and_verify", "run", "run_cancellable", "safetensors_header_check"]
+__all__ = ["engine_config", "pull_and_verify", "run", "run_cancellable",
+           "safetensors_header_check"]
 
 MAX_ERROR_LINES = 10  # distinct failure lines printed before "… and N more"
 
@@ -56,6 +58,15 @@ def pull_options(args: argparse.Namespace) -> PullOptions:
         # getattr: `watch`, the demo and the bench harness build their own namespaces.
         selection=Selection.of(getattr(args, "include", None), getattr(args, "exclude", None)),
         max_rate=getattr(args, "max_rate", None), dry_run=getattr(args, "dry_run", False))
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine settings for these arguments and the WEIGHTLIFT_* environment (for callers
+    that drive the engine themselves, such as the Ray fan-out)."""
+    from weightlift.pulling import engine_config as config_for
+    from weightlift.settings import env_settings
+
+    return config_for(pull_options(args), env_settings(os.environ))
 
 
 def failed_report(sources: list[str], output: Path | None, exc: WeightliftError | None,
