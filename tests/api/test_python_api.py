@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from pathlib import Path
@@ -125,3 +126,19 @@ def test_progress_true_shows_the_clis_output_on_stderr(served: Served, tmp_path:
     assert out == ""
     assert "pulling 4 file(s)" in err  # not a terminal here: plain lines instead of bars
     assert f"verified: {served.gen.params:,} parameters" in err
+
+
+def test_dry_run_returns_the_plan_or_raises_diskfull(served: Served, tmp_path: Path) -> None:
+    plan = weightlift.pull(served.manifest, tmp_path / "m", dry_run=True)
+    assert plan.dry_run
+    assert plan.disk is not None
+    assert plan.disk.fits
+    assert {f.status for f in plan.files} == {"to-fetch"}
+    assert not (tmp_path / "m").exists()
+    big = tmp_path / "big.json"
+    doc = served.storage.manifest(sorted(served.files))
+    doc["files"][0]["size"] = 1 << 60
+    big.write_text(json.dumps(doc))
+    with pytest.raises(weightlift.DiskFull) as full:
+        weightlift.pull(big, tmp_path / "m", dry_run=True)
+    assert full.value.exit_code == 3
