@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,6 @@ from weightlift.reports import FileEntry, PullReport, Totals
 from weightlift.selection import Selection, select
 from weightlift.settings import EnvSettings, default_connections, env_settings, folder_name
 from weightlift.source_forms import check_source
-
-log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
 
