@@ -22,13 +22,25 @@ The names are imported on first use, so that `weightlift --help` does not pay fo
 from __future__ import annotations
 
 import os
+import types
 from typing import TYPE_CHECKING, Any
 
-# `weightlift.verify` names two things: the subpackage (verify/, the checks) and the function
-# below. The subpackage is imported first, so that the import system has set (and will never
-# set again) the package attribute; the function then takes the name. Submodule imports
-# (`from weightlift.verify.checkpoint import ...`) go through sys.modules and keep working.
-import weightlift.verify as _verify_package  # noqa: F401
+# `weightlift.verify` names two things: the subpackage (verify/, the checks) and the API call
+# `weightlift.verify(dir)`. It stays the subpackage (so `import weightlift.verify.deep as d` and
+# every attribute keep working) and is made callable: calling it is the API's verify().
+import weightlift.verify as _verify_package
+
+
+class _CallableVerify(types.ModuleType):
+    def __call__(self, directory: str | os.PathLike[str], *, expect_params: int | None = None,
+                 deep: bool = False, hashes: bool = True, progress: bool = False) -> Any:
+        from weightlift.api_calls import verify as run
+
+        return run(directory, expect_params=expect_params, deep=deep, hashes=hashes,
+                   progress=progress)
+
+
+_verify_package.__class__ = _CallableVerify
 
 if TYPE_CHECKING:
     from weightlift.api_calls import ls, ls_async, pull, pull_async
@@ -53,14 +65,10 @@ if TYPE_CHECKING:
 
     __version__: str
 
-
-def verify(directory: str | os.PathLike[str], *, expect_params: int | None = None,
-           deep: bool = False, hashes: bool = True, progress: bool = False) -> VerifyReport:
-    """Check the checkpoint in ``directory`` offline; see ``weightlift.api_calls.verify``."""
-    from weightlift.api_calls import verify as run
-
-    return run(directory, expect_params=expect_params, deep=deep, hashes=hashes,
-               progress=progress)
+    def verify(directory: str | os.PathLike[str], *, expect_params: int | None = None,
+               deep: bool = False, hashes: bool = True, progress: bool = False
+               ) -> VerifyReport:
+        """Check the checkpoint in ``directory`` offline (``weightlift.api_calls.verify``)."""
 
 
 __all__ = [

@@ -99,13 +99,14 @@ async def test_pull_async_in_a_running_loop(served: Served, tmp_path: Path) -> N
     await asyncio.sleep(0)
 
 
-def test_verify_stays_the_function_when_the_subpackage_is_imported() -> None:
-    import weightlift.verify.checkpoint  # noqa: F401 - the subpackage of the same name
+def test_verify_is_callable_and_still_the_subpackage(served: Served, tmp_path: Path) -> None:
+    import weightlift.verify.deep as deep_mod  # the subpackage of the same name, as before
     from weightlift.verify.header import parse_header
 
-    assert callable(weightlift.verify)
-    assert weightlift.verify.__module__ == "weightlift"
-    assert parse_header is not None
+    assert callable(deep_mod.scan_file)
+    assert callable(parse_header)
+    weightlift.pull(served.manifest, tmp_path / "m")
+    assert weightlift.verify(tmp_path / "m").ok
 
 
 def test_version_and_exports() -> None:
