@@ -24,6 +24,7 @@ from weightlift.downloader.errors import UsageError, VerificationFailed
 from weightlift.downloader.hashing import sha256_file
 from weightlift.downloader.receipt import WORK_DIR, Receipt, ReceiptFile, load_receipt
 from weightlift.downloader.strict_json import StrictJSONError, loads_strict
+from weightlift.downloader.workarea import pull_in_progress
 from weightlift.verify.header import HeaderError, SafetensorsHeader, quote, read_header
 from weightlift.verify.report import FileReport, Problem, TensorScan, VerifyReport
 
@@ -255,12 +256,23 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> Iterator[OnBytes | No
         bar.close()
 
 
+def _unfinished_parts(root: Path) -> int:
+    """How many part files an interrupted pull left in the work area (none after a pull that
+    completed: each part is renamed into place when its file is finalised)."""
+    try:
+        with os.scandir(root / WORK_DIR / "parts") as entries:
+            return sum(1 for e in entries if e.name.endswith(".part"))
+    except OSError:
+        return 0
+
+
 def verify_directory(directory: Path, *, expect_params: int | None = None, deep: bool = False,
                      check_hashes: bool = True, progress: bool = False) -> VerifyReport:
     """Check the checkpoint in ``directory`` and return the report (``ok`` when nothing is wrong).
 
     ``expect_params`` defaults to the pull receipt's expected count. Raises ``UsageError`` only
-    when ``directory`` is missing or not a directory.
+    when ``directory`` is missing, not a directory, or a pull into it is running (its files are
+    not all there yet: judging them now would report a half-pulled folder as broken).
     """
     started = time.perf_counter()
     root = Path(directory)
@@ -268,7 +280,15 @@ def verify_directory(directory: Path, *, expect_params: int | None = None, deep:
         raise UsageError(f"{root} does not exist", "give the folder the model was pulled into")
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory", "give the folder that holds the shards")
+    if pull_in_progress(root):
+        raise UsageError(f"a pull into {root} is in progress",
+                         "wait for it to finish (it verifies the checkpoint itself), "
+                         "then run verify again")
     run = _Run(root, [], [])
+    unfinished = _unfinished_parts(root)
+    if unfinished:
+        run.problem(f"a pull into this folder did not finish: {unfinished} file(s) are still "
+                    f"partial in {WORK_DIR}/parts (run the same pull again to complete them)")
 
     receipt: Receipt | None = None
     try:
