@@ -86,7 +86,7 @@ _values = st.recursive(
     max_leaves=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=4), _values, max_size=5),
        st.sampled_from(["", " ", "\n", "\t \r\n"]), st.integers(0, 2**32))
 def test_agrees_with_loads_strict_on_documents_and_their_mutations(
