@@ -9,7 +9,9 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from weightlift.downloader.errors import (
@@ -19,7 +21,7 @@ from weightlift.downloader.errors import (
     UsageError,
     WeightliftError,
 )
-from weightlift.downloader.redact import RedactingFormatter, redact_text, redacted_excepthook
+from weightlift.downloader.redact import RedactingFormatter, redact_text
 
 
 class _VersionAction(argparse.Action):
@@ -174,6 +176,12 @@ def _setup_logging(verbosity: int) -> None:
     logging.captureWarnings(True)  # warnings (ResourceWarning & co.) go through it too
 
 
+def _redacted_excepthook(exc_type: type[BaseException], exc: BaseException,
+                         tb: TracebackType | None) -> None:
+    """WEIGHTLIFT_TRACEBACK=1 shows the traceback, redacted like the log."""
+    sys.stderr.write(redact_text("".join(traceback.format_exception(exc_type, exc, tb))))
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; never lets a traceback out for known errors."""
     try:
@@ -219,5 +227,5 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.excepthook = redacted_excepthook  # WEIGHTLIFT_TRACEBACK=1's traceback, redacted
+    sys.excepthook = _redacted_excepthook
     sys.exit(run())

@@ -2,7 +2,7 @@
 
 Every error carries a one-line message (what happened) and an optional hint (what to do next);
 the CLI prints both on one line and exits with ``exit_code``. Messages never contain a presigned
-URL's query string or an API key: build them with ``redact.redact_url``; as a safety net, every
+URL's query string or an API key: build them with ``redact_url``; as a safety net, every
 message and hint is passed through ``redact.redact_text`` when the error is made.
 """
 

@@ -238,7 +238,7 @@ def _said(content_range: str | None) -> str:
 
 def _pwrite_all(fd: int, data: bytes, offset: int, where: str) -> None:
     """Write all of ``data`` at ``offset`` (inline: a 1 MiB pwrite into the page cache is
-    faster than a thread hop, see ARCHITECTURE.md "Performance notes")."""
+    faster than a thread hop, as measured in DESIGN.md §4)."""
     view = memoryview(data)
     try:
         while view:

@@ -16,8 +16,8 @@ This is the one module that knows how to redact; everything else calls it:
 - ``redact_url`` / ``LazyRedactedUrl``: a URL we print ourselves (messages, logs, receipt);
 - ``redact_text``: the safety net for text we did not write (library messages, tracebacks,
   platform error bodies), applied to every error message (``errors.WeightliftError``), every log
-  record (``RedactingFormatter``), an uncaught exception's traceback (``redacted_excepthook``),
-  the CLI's last-resort lines, journals and the receipt;
+  record (``RedactingFormatter``), the CLI's traceback hook and last-resort lines, journals and
+  the receipt;
 - ``redact_obj``: the same over a JSON value (``--json`` reports and events);
 - ``redact_untrusted``: stricter, for a storage server's own words quoted in a reason: every
   URL of any scheme, query string and credential-looking pair goes whole.
@@ -28,11 +28,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import threading
-import traceback
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +43,6 @@ __all__ = [
     "redact_text",
     "redact_untrusted",
     "redact_url",
-    "redacted_excepthook",
     "register_secret",
 ]
 
@@ -247,8 +243,3 @@ class RedactingFormatter(logging.Formatter):
         except Exception:  # noqa: BLE001 - a broken record must not leak through the fallback
             return redact_text(f"{record.levelname} {record.name}: <unformattable log record>")
 
-
-def redacted_excepthook(exc_type: type[BaseException], exc: BaseException,
-                        tb: TracebackType | None) -> None:
-    """A ``sys.excepthook`` that prints the traceback redacted like the log."""
-    sys.stderr.write(redact_text("".join(traceback.format_exception(exc_type, exc, tb))))

@@ -308,7 +308,7 @@ def test_the_cli_installs_the_redacting_formatter_and_traceback_hook(
     try:
         raise RuntimeError(f"GET {SIGNED} failed (Authorization: Bearer {KEY})")
     except RuntimeError:
-        cli_main.redacted_excepthook(*sys.exc_info())  # type: ignore[arg-type]
+        cli_main._redacted_excepthook(*sys.exc_info())  # type: ignore[arg-type]
     err = capsys.readouterr().err
     assert "RuntimeError" in err
     secrets.check(err, "the WEIGHTLIFT_TRACEBACK hook")
