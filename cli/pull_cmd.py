@@ -40,7 +40,7 @@ def safetensors_header_check(rel: str, prefix: bytes, size: int) -> int:
         return 8
     if len(prefix) < need:
         return need
-    parse_header(prefix, size)  # it reads only the first `need` bytes: no copy
+    parse_header(prefix[:need], size)
     return 0
 
 
