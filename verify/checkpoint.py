@@ -282,8 +282,7 @@ def verify_directory(directory: Path, *, expect_params: int | None = None, deep:
         raise UsageError(f"{root} is not a directory", "give the folder that holds the shards")
     if pull_in_progress(root):
         raise UsageError(f"a pull into {root} is in progress",
-                         "wait for it to finish (it verifies the checkpoint itself), "
-                         "then run verify again")
+                         "wait for it to finish, then run verify again")
     run = _Run(root, [], [])
     unfinished = _unfinished_parts(root)
     if unfinished:
