@@ -42,9 +42,7 @@ def loads_strict(text: str) -> Any:
 
 
 _STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-_WS = re.compile(r"[ \t\n\r]*")
-
-
+_WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, no more
 _WS_CHARS = frozenset(" \t\n\r")
 
 
