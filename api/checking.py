@@ -9,6 +9,10 @@ from weightlift.downloader.errors import EXIT_OK, EXIT_VERIFY_FAILED, Verificati
 from weightlift.downloader.receipt import Receipt, load_receipt
 from weightlift.reports import TensorFinding, VerifiedFile, VerifyReport
 
+# What was not checked, in the JSON's warnings; the table says it on its integrity line instead.
+NO_RECEIPT = "no pull receipt in this folder: sha256 not checked"
+NO_HASH = "sha256 not re-checked (--no-hash)"
+
 
 def _receipt(directory: Path) -> Receipt | None:
     try:
@@ -36,12 +40,11 @@ def check_folder(directory: Path, expect_params: int | None, deep: bool, hashes:
     warnings = [str(w) for w in found.warnings]
     hashes_checked = bool(hashes and receipt is not None and receipt.files)
     if receipt is None:
-        warnings.append("no pull receipt in this folder: sha256 not checked"
-                        + ("" if found.expected_params is not None else
-                           ", and no expected parameter count to compare with "
-                           "(pass --expect-params N)"))
+        warnings.append(NO_RECEIPT + ("" if found.expected_params is not None else
+                                      ", and no expected parameter count to compare with "
+                                      "(pass --expect-params N)"))
     elif not hashes:
-        warnings.append("sha256 not re-checked (--no-hash)")
+        warnings.append(NO_HASH)
     return VerifyReport(
         ok=found.ok, exit_code=EXIT_OK if found.ok else EXIT_VERIFY_FAILED,
         directory=found.directory, source=source, model_id=model_id,
@@ -92,12 +95,17 @@ def table(report: VerifyReport) -> str:
                   f" but expected {report.expected_params:,} ({diff:+,})")
     lines.append(total)
     hashed = sum(f.sha256_checked for f in report.files)
+    not_hashed = next((w for w in report.warnings if w.startswith((NO_RECEIPT, NO_HASH))), None)
     lines.append(f"integrity: {hashed} file(s) match the pull receipt" if report.hashes_checked
-                 else "integrity: sha256 NOT checked")
+                 else "integrity: sha256 NOT checked" + (
+                     " (no pull receipt in this folder)" if not_hashed
+                     and not_hashed.startswith(NO_RECEIPT) else " (--no-hash)"
+                     if not_hashed else ""))
     lines.append("parameter count: " + ("checked" if report.params_checked else
                                         "NOT checked (no expected count)"))
     for w in report.warnings:
-        lines.append(f"warning: {w}")
+        if w is not not_hashed:  # said on the integrity line
+            lines.append(f"warning: {w}")
     if report.ok:
         caveat = "" if report.hashes_checked and report.params_checked else \
             " (format only: " + " and ".join(
