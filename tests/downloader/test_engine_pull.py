@@ -265,7 +265,7 @@ async def test_symlink_planted_in_output_is_not_followed(storage_server, tmp_pat
 
 async def test_kill_between_log_and_rename_recovers_without_network(storage_server, tmp_path,
                                                                       monkeypatch):
-    import weightlift.downloader.engine as engine_mod
+    import weightlift.downloader.finalize as finalize_mod
 
     files = {"a.bin": _data(MiB, 6)}
     _put(storage_server, files)
@@ -276,7 +276,7 @@ async def test_kill_between_log_and_rename_recovers_without_network(storage_serv
     def killed(*args, **kwargs):
         raise Killed
 
-    monkeypatch.setattr(engine_mod, "move_into_place", killed)
+    monkeypatch.setattr(finalize_mod, "move_into_place", killed)
     with pytest.raises(Killed):
         await pull(_source(storage_server, files), tmp_path, FAST)
     assert not (tmp_path / "a.bin").exists()
