@@ -18,7 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from weightlift.downloader.errors import TransferFailed, VerificationFailed, WeightliftError
+from weightlift.downloader.errors import (
+    SizeMismatch,
+    TransferFailed,
+    VerificationFailed,
+    WeightliftError,
+)
 from weightlift.downloader.journal import JournalState
 from weightlift.downloader.lifecycle_events import (
     Action,
@@ -138,9 +143,12 @@ class FileState:
         chunks = plan_file(self.rel, self.size, self.done, self.chunk_size)
         if not self.range_proven:
             chunks = chunks[:1]
-        return [self._new(c.start, c.end, whole=c.whole and not self.done.total,
-                          may_be_whole=not self.range_proven and c.start == 0)
-                for c in chunks]
+        out: list[Action] = []
+        for c in chunks:
+            whole = c.whole and not self.done.total
+            out.append(self._new(c.start, c.end, whole=whole, may_be_whole=(
+                not whole and not self.range_proven and c.start == 0)))
+        return out
 
     def _new(self, start: int, end: int | None, *, whole: bool, attempt: int = 0,
              delay: float = 0.0, may_be_whole: bool = False) -> Fetch:
@@ -313,7 +321,7 @@ class FileState:
             self.object_changed = True
             return self._restart(f"object changed on the server ({reason})", ranged=True)
         if verdict is Verdict.SIZE_MISMATCH:
-            return self._fail(VerificationFailed(
+            return self._fail(SizeMismatch(
                 f"{self.rel}: {reason}",
                 "the manifest and the stored object disagree; running again will not fix it"))
         if verdict is Verdict.NO_RANGE_SUPPORT:
