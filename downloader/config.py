@@ -44,11 +44,11 @@ class EngineConfig:
     header_timeout: float = field(
         default_factory=lambda: _env_float("WEIGHTLIFT_HEADER_TIMEOUT", 30.0))
     # A body must bring at least min_speed bytes/s over every min_speed_window seconds, like
-    # curl's --speed-limit/--speed-time (WEIGHTLIFT_MIN_SPEED, WEIGHTLIFT_MIN_SPEED_WINDOW;
+    # curl's --speed-limit/--speed-time (WEIGHTLIFT_LOW_SPEED, WEIGHTLIFT_LOW_SPEED_TIME;
     # 0 turns it off).
-    min_speed: float = field(default_factory=lambda: _env_float("WEIGHTLIFT_MIN_SPEED", 1024.0))
+    min_speed: float = field(default_factory=lambda: _env_float("WEIGHTLIFT_LOW_SPEED", 1024.0))
     min_speed_window: float = field(
-        default_factory=lambda: _env_float("WEIGHTLIFT_MIN_SPEED_WINDOW", 30.0))
+        default_factory=lambda: _env_float("WEIGHTLIFT_LOW_SPEED_TIME", 30.0))
     max_rate: float | None = None  # a cap in bytes/s for the whole pull (None: none)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     durable: bool = True  # fsync data before the journal that claims it, and before rename
