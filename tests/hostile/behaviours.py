@@ -188,7 +188,8 @@ def lying_content_range(shift: int) -> Behaviour:
         if span is None:
             return whole(data)
         start, end = span
-        start, end = min(start + shift, len(data) - 1), min(end + shift, len(data))
+        start = min(max(start + shift, 0), len(data) - 1)
+        end = min(max(end + shift, start + 1), len(data))
         return partial(data, start, end)
 
     return reply
