@@ -260,20 +260,24 @@ def _mapped_errors(url: str) -> Iterator[None]:
     except aiohttp.InvalidURL:
         raise TransferFailed(f"invalid URL {redact_url(url)}") from None
     except aiohttp.ClientResponseError as exc:
-        raise NetworkError(_response_error(exc)) from None
+        if _headers_too_large(exc):
+            # aiohttp's limit (8 KiB a line) does not move between tries: say so, once.
+            raise TransferFailed(f"the response headers from {redact_url(url)} were too large",
+                                 "the server sends headers beyond 8 KiB a line; "
+                                 "ask its operator") from None
+        raise NetworkError("malformed HTTP response "
+                           f"({' '.join(str(exc.message).split())[:80]})") from None
     except aiohttp.ClientError as exc:
         raise NetworkError(type(exc).__name__) from None
     except ConnectionError as exc:
         raise NetworkError(exc.strerror or type(exc).__name__) from None
 
 
-def _response_error(exc: aiohttp.ClientResponseError) -> str:
-    """aiohttp reports a response it could not parse as a 400-ish error of its own: say what
-    the server did wrong instead (a 1 MB header is not "bad HTTP response (400)")."""
+def _headers_too_large(exc: aiohttp.ClientResponseError) -> bool:
+    """aiohttp reports a response head it would not read as a 400-ish error of its own
+    ("Got more than 8190 bytes when reading ..."): the server's headers were too large."""
     text = str(exc.message).lower()
-    if "too long" in text or "too large" in text or "limit" in text:
-        return "the response headers were too large"
-    return f"malformed HTTP response ({' '.join(str(exc.message).split())[:80]})"
+    return "got more than" in text or "too long" in text or "too large" in text
 
 
 def _said(content_range: str | None) -> str:
