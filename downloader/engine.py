@@ -162,9 +162,9 @@ class Engine:
                 log.debug("pull: %d file(s), %d to fetch (%d bytes on disk already), "
                           "%d connections, chunks of %d bytes", len(manifest.files), len(live),
                           resumed, self.cfg.connections, chunk)
-                # The model's size: finished files and resumed ranges are part of it, once.
-                model_bytes = manifest.known_bytes or (
-                    total + sum(r.size for r in results.values()))
+                # The model's size: what is finished plus what is to fetch, each file once
+                # (its resumed ranges are part of its size, not added to it).
+                model_bytes = total + sum(r.size for r in results.values())
                 self.emit(PullStarted(len(manifest.files), model_bytes, resumed))
                 for slot in live:
                     self.emit(FileStarted(slot.rel, slot.state.size or 0, slot.state.done.total))

@@ -286,3 +286,28 @@ async def test_kill_between_log_and_rename_recovers_without_network(storage_serv
     assert [f.status for f in result.files] == ["already-complete"]
     assert storage_server.emu.total_bytes_served == served
     _assert_landed(tmp_path, files)
+
+
+async def test_a_resumed_pull_of_unstated_sizes_counts_the_model_once(storage_server, tmp_path):
+    """PullStarted.total_bytes is the model's size, resumed ranges included once (a resumed
+    pull of plain URLs used to announce its size plus what was already on disk)."""
+    files = {"a.bin": _data(2 * MiB, 7), "b.bin": _data(MiB, 8)}
+    _put(storage_server, files)
+
+    def unsized() -> ResolvedSource:
+        return ResolvedSource(validate_manifest({"files": [
+            {"rel": rel, "url": storage_server.presign(rel)} for rel in files]}),
+            None, None, "test")
+
+    storage_server.emu.inject("a.bin", Fault.drop_after(100 * KiB), times=1, from_offset=MiB)
+    once = EngineConfig(connections=2, chunk_size=MiB, stall_timeout=1.0, seed=1,
+                        retry=RetryPolicy(max_attempts=1))
+    first = await pull(unsized(), tmp_path, once)
+    assert [f.status for f in first.files] == ["failed", "downloaded"]
+    events = []
+    second = await pull(unsized(), tmp_path, FAST, events.append)
+    assert second.ok, second.files
+    started = next(e for e in events if type(e).__name__ == "PullStarted")
+    assert started.total_bytes == sum(len(d) for d in files.values())
+    assert MiB <= started.resumed_bytes < started.total_bytes
+    _assert_landed(tmp_path, files)

@@ -117,7 +117,8 @@ def test_bytes_of_a_superseded_request_are_refused():
     old = reqs[0]
     acts = st.step(Rejected(reqs[1].id, Decision(Verdict.OBJECT_CHANGED, "etag")))
     assert kinds(acts)[0] == "Restart"
-    assert st.generation == 1 and st.done.total == 0
+    assert st.generation == 1
+    assert st.done.total == 0
     assert not st.is_current(old.id)
     assert land(st, old, 100, 200) == []  # the sink never writes it; the state ignores it
     assert st.done.total == 0
@@ -158,7 +159,8 @@ def test_the_retry_policy_ends_a_file(decision, message):
     (fail,) = st.step(RetryDecided(req.id, decision))
     assert isinstance(fail, Fail)
     assert message in fail.error.message
-    assert st.phase is Phase.FAILED and not st.live
+    assert st.phase is Phase.FAILED
+    assert not st.live
 
 
 def test_size_mismatch_is_a_verification_failure():
@@ -172,14 +174,15 @@ def test_size_mismatch_is_a_verification_failure():
 
 def test_200s_to_range_requests_end_in_one_whole_get():
     st = make(etag='"e1"', done=[(0, 100)])
-    for i in range(LIMITS.no_range_retries):
-        req = fetches(st.start())[0] if i == 0 else req2
+    req = fetches(st.start())[0]
+    for _ in range(LIMITS.no_range_retries):
         acts = st.step(Rejected(req.id, Decision(Verdict.NO_RANGE_SUPPORT, "200")))
         assert kinds(acts) == ["AskRetry"]
-        req2 = fetches(st.step(RetryDecided(req.id, Retry(0))))[0]
-    acts = st.step(Rejected(req2.id, Decision(Verdict.NO_RANGE_SUPPORT, "200")))
+        req = fetches(st.step(RetryDecided(req.id, Retry(0))))[0]
+    acts = st.step(Rejected(req.id, Decision(Verdict.NO_RANGE_SUPPORT, "200")))
     assert kinds(acts) == ["Restart", "Fetch"]
-    assert fetches(acts)[0].whole and not st.journal.ranged
+    assert fetches(acts)[0].whole
+    assert not st.journal.ranged
 
 
 def test_bad_responses_are_a_budget():

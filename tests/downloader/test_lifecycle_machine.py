@@ -92,7 +92,8 @@ class Lifecycle(RuleBasedStateMachine):
                 # Finalised only when size and hash agree: every byte from one version.
                 versions = set(self.part[: self.st.size])
                 if self.st.size:
-                    assert len(versions) == 1 and None not in versions, versions
+                    assert len(versions) == 1, versions
+                    assert None not in versions
                     (v,) = versions
                     assert a.digest == sha_of(v)
                 if self.st.expected_sha:
@@ -213,7 +214,8 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.finalise is not None)
     @rule()
     def digest(self) -> None:
-        assert self.st is not None and self.finalise is not None
+        assert self.st is not None
+        assert self.finalise is not None
         fin, self.finalise = self.finalise, None
         versions = set(self.part[: fin.size])
         digest = sha_of(versions.pop()) if len(versions) == 1 and None not in versions \
@@ -229,7 +231,8 @@ class Lifecycle(RuleBasedStateMachine):
         assert self.commit is not None
         commit, self.commit = self.commit, None
         self.step(Committed(commit.generation))
-        assert self.st is not None and self.st.phase is Phase.DONE
+        assert self.st is not None
+        assert self.st.phase is Phase.DONE
 
     @precondition(lambda self: self.st is not None and not self.st.terminal)
     @rule()
