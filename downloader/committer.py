@@ -11,7 +11,7 @@ from weightlift.downloader.errors import WeightliftError, redact_url
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.finalize import NotLogged, Sealed, commit_batch
 from weightlift.downloader.journal import FinishedEntry
-from weightlift.downloader.lifecycle import Action, Commit, Committed, Digested, Event
+from weightlift.downloader.lifecycle_events import Action, Commit, Committed, Digested, Event
 from weightlift.downloader.safe_files import unlink_quietly
 from weightlift.downloader.slot import FileSlot
 from weightlift.downloader.workarea import WorkArea

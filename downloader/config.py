@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from weightlift.downloader.byte_source import ByteSource
-from weightlift.downloader.lifecycle import Limits
+from weightlift.downloader.lifecycle_events import Limits
 from weightlift.downloader.planner import DEFAULT_CONNECTIONS
 from weightlift.downloader.retry import RetryPolicy
 

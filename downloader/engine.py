@@ -56,7 +56,8 @@ from weightlift.downloader.finalize import (
 from weightlift.downloader.hashing import sha256_file
 from weightlift.downloader.journal import FinishedEntry, JournalState, load_finished
 from weightlift.downloader.journaler import Journaler, sweep_temps
-from weightlift.downloader.lifecycle import FileState, LocalFailed
+from weightlift.downloader.lifecycle import FileState
+from weightlift.downloader.lifecycle_events import LocalFailed
 from weightlift.downloader.part_files import PartFiles, listing, resume
 from weightlift.downloader.planner import auto_chunk_size
 from weightlift.downloader.resolver import ManifestResolver
@@ -174,6 +175,7 @@ class Engine:
             finally:
                 if sched is not None:
                     await sched.wait_tasks()
+                await journaler.settle()
                 # The space set aside now takes the journals, even on a disk filled meanwhile.
                 unlink_quietly(self.work.reserve)
                 journaler.save_on_exit(todo)

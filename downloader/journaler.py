@@ -12,7 +12,7 @@ from pathlib import Path
 from weightlift.downloader.errors import write_failed
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.journal import write_atomic
-from weightlift.downloader.lifecycle import Phase
+from weightlift.downloader.lifecycle_events import Phase
 from weightlift.downloader.safe_files import unlink_quietly
 from weightlift.downloader.slot import FileSlot
 from weightlift.downloader.workarea import WorkArea
@@ -35,6 +35,7 @@ class Journaler:
         self.unjournaled = 0  # bytes written, not yet claimed by a journal, across files
         self.lock = asyncio.Lock()  # one writer at a time, in generation order
         self._wakeup = asyncio.Event()
+        self._threads: set[asyncio.Future[None]] = set()
 
     def note(self, slot: FileSlot, n: int) -> None:
         """``n`` bytes of ``slot`` were written (called per block, on the loop)."""
@@ -82,7 +83,20 @@ class Journaler:
                     raise write_failed(exc, self.work.out_dir, "the journal") from None
 
         async with self.lock:
-            await asyncio.to_thread(flush)
+            await self._in_thread(flush)
+
+    async def _in_thread(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in a thread that the way out waits for: a cancelled await does not stop
+        the thread, whose older journal would otherwise land after the final one."""
+        fut = asyncio.ensure_future(asyncio.to_thread(work))
+        self._threads.add(fut)
+        fut.add_done_callback(self._threads.discard)
+        await asyncio.shield(fut)
+
+    async def settle(self) -> None:
+        """Wait for journal writes still running in threads (on the way out)."""
+        if self._threads:
+            await asyncio.wait(set(self._threads))
 
     async def restarted(self, slot: FileSlot) -> None:
         """A restarted file's fresh journal replaces the old one before any new byte lands:
@@ -91,8 +105,8 @@ class Journaler:
         data = slot.state.journal.to_json()
         async with self.lock:
             try:
-                await asyncio.to_thread(write_atomic, self.work.journal_path(slot.rel), data,
-                                        durable=False)
+                await self._in_thread(lambda: write_atomic(self.work.journal_path(slot.rel), data,
+                                                           durable=False))
             except OSError as exc:
                 raise write_failed(exc, self.work.out_dir, "the journal") from None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from weightlift.downloader import lifecycle_events as le
 from weightlift.downloader.errors import (
     SizeMismatch,
     TransferFailed,
@@ -25,35 +26,6 @@ from weightlift.downloader.errors import (
     WeightliftError,
 )
 from weightlift.downloader.journal import JournalState
-from weightlift.downloader.lifecycle_events import (
-    Action,
-    Answered,
-    AskRetry,
-    CheckHeader,
-    Commit,
-    Committed,
-    Digested,
-    Ended,
-    Event,
-    Fail,
-    Fetch,
-    Finalise,
-    HashTo,
-    HeaderJudged,
-    Landed,
-    Limits,
-    LocalFailed,
-    NetFailed,
-    Phase,
-    Refresh,
-    Refreshed,
-    Rejected,
-    Request,
-    ResetHash,
-    Restart,
-    RetryDecided,
-    StatusFailed,
-)
 from weightlift.downloader.planner import plan_file
 from weightlift.downloader.ranges import RangeSet
 from weightlift.downloader.response_check import Decision, Verdict
@@ -61,21 +33,15 @@ from weightlift.downloader.retry import Decision as RetryDecision
 from weightlift.downloader.retry import GiveUp, WaitTooLong
 from weightlift.downloader.storage_errors import StorageErrorKind
 
-__all__ = [
-    "AskRetry", "Action", "Answered", "CheckHeader", "Commit", "Committed", "Digested", "Ended",
-    "Event", "Fail", "Fetch", "FileState", "Finalise", "HashTo", "HeaderJudged", "Landed",
-    "Limits", "LocalFailed", "NetFailed", "Phase", "Refresh", "Refreshed", "Rejected", "Request",
-    "ResetHash", "Restart", "RetryDecided", "StatusFailed",
-]
+__all__ = ["FileState"]
 
 
 @dataclass
 class _Live:
     """A request in flight (or failed and waiting for its retry decision)."""
 
-    request: Request
+    request: le.Request
     landed: int = 0  # bytes it wrote
-    answered: bool = False
     whole: bool = False  # its answer is the whole object from byte 0
 
 
@@ -88,9 +54,9 @@ class FileState:
     expected_sha: str | None
     journal: JournalState
     chunk_size: int
-    limits: Limits = field(default_factory=Limits)
+    limits: le.Limits = field(default_factory=le.Limits)
     header_check: bool = False
-    phase: Phase = Phase.FETCHING
+    phase: le.Phase = le.Phase.FETCHING
     generation: int = 0
     restarts: int = 0
     bad_responses: int = 0
@@ -115,22 +81,22 @@ class FileState:
 
     @property
     def terminal(self) -> bool:
-        return self.phase in (Phase.DONE, Phase.FAILED)
+        return self.phase in (le.Phase.DONE, le.Phase.FAILED)
 
     def is_current(self, req: int) -> bool:
         """May request ``req`` write now? False once it was superseded or the file ended."""
-        return self.phase is Phase.FETCHING and req in self.live
+        return self.phase is le.Phase.FETCHING and req in self.live
 
     # ---- start ---------------------------------------------------------------------------
 
-    def start(self) -> list[Action]:
+    def start(self) -> list[le.Action]:
         """The first requests: the missing ranges, or the first one alone while Range
         support is unproven (a server ignoring Range then costs one whole GET)."""
         if self.journal.done.total and self.journal.ranged:
             self.range_proven = True  # an earlier run wrote ranges: proven then
         return self._plan()
 
-    def _plan(self) -> list[Action]:
+    def _plan(self) -> list[le.Action]:
         if self.size is None:
             return [self._new(0, None, whole=True)]
         if self._complete():
@@ -138,12 +104,12 @@ class FileState:
         if not self.journal.ranged:
             if self.done.total:
                 self.journal.done = RangeSet()  # a whole GET can only start from byte 0
-                return [ResetHash(), self._new(0, self.size, whole=True)]
+                return [le.ResetHash(), self._new(0, self.size, whole=True)]
             return [self._new(0, self.size, whole=True)]
         chunks = plan_file(self.rel, self.size, self.done, self.chunk_size)
         if not self.range_proven:
             chunks = chunks[:1]
-        out: list[Action] = []
+        out: list[le.Action] = []
         for c in chunks:
             whole = c.whole and not self.done.total
             out.append(self._new(c.start, c.end, whole=whole, may_be_whole=(
@@ -151,52 +117,52 @@ class FileState:
         return out
 
     def _new(self, start: int, end: int | None, *, whole: bool, attempt: int = 0,
-             delay: float = 0.0, may_be_whole: bool = False) -> Fetch:
-        req = Request(self.next_id, start, end, whole, attempt, delay, may_be_whole)
+             delay: float = 0.0, may_be_whole: bool = False) -> le.Fetch:
+        req = le.Request(self.next_id, start, end, whole, attempt, delay, may_be_whole)
         self.next_id += 1
         self.live[req.id] = _Live(req)
-        return Fetch(req)
+        return le.Fetch(req)
 
     # ---- the step ------------------------------------------------------------------------
 
-    def step(self, event: Event) -> list[Action]:
+    def step(self, event: le.Event) -> list[le.Action]:
         """Apply one event; returns what the shell must do. Events about superseded requests
         or generations change nothing."""
         if self.terminal:
             return []
-        if isinstance(event, Landed):
+        if isinstance(event, le.Landed):
             return self._on_landed(event)
-        if isinstance(event, HeaderJudged):
+        if isinstance(event, le.HeaderJudged):
             return self._on_header(event)
-        if isinstance(event, Digested):
+        if isinstance(event, le.Digested):
             return self._on_digest(event)
-        if isinstance(event, Committed):
+        if isinstance(event, le.Committed):
             return self._on_committed(event)
-        if isinstance(event, LocalFailed):
+        if isinstance(event, le.LocalFailed):
             return self._fail(event.error)  # the part file or the request itself is broken
         live = self.live.get(event.req)
         if live is None:
             return []  # superseded: its answer is about the past
-        if isinstance(event, Answered):
+        if isinstance(event, le.Answered):
             return self._on_answered(live, event)
-        if isinstance(event, Ended):
+        if isinstance(event, le.Ended):
             return self._on_ended(live)
-        if isinstance(event, RetryDecided):
+        if isinstance(event, le.RetryDecided):
             return self._on_retry(live, event.decision)
-        if isinstance(event, Refreshed):
+        if isinstance(event, le.Refreshed):
             self.waiting.pop(live.request.id, None)
             return self._again(live, live.request.attempt)
         if event.req in self.waiting:
             return []  # one failure per request
-        if isinstance(event, NetFailed):
+        if isinstance(event, le.NetFailed):
             return self._on_net_failed(live, event.reason)
-        if isinstance(event, Rejected):
+        if isinstance(event, le.Rejected):
             return self._on_rejected(live, event.decision)
         return self._on_status(live, event)
 
-    def _on_landed(self, ev: Landed) -> list[Action]:
+    def _on_landed(self, ev: le.Landed) -> list[le.Action]:
         live = self.live.get(ev.req)
-        if live is None or self.phase is not Phase.FETCHING:
+        if live is None or self.phase is not le.Phase.FETCHING:
             return []  # the sink never lets this happen; a no-op all the same
         end = ev.offset + ev.n
         if self.size is not None and end > self.size:
@@ -204,11 +170,11 @@ class FileState:
         live.landed += ev.n
         self.fetched += ev.n
         self.done.add(ev.offset, end)
-        actions: list[Action] = []
+        actions: list[le.Action] = []
         prefix = self.done.prefix_end()
         if prefix > self.hashed_to:
             self.hashed_to = prefix
-            actions.append(HashTo(prefix))
+            actions.append(le.HashTo(prefix))
             actions.extend(self._header(prefix))
         if self.size is not None and self._complete():
             actions.extend(self._landed_all())
@@ -217,25 +183,25 @@ class FileState:
     def _complete(self) -> bool:
         return self.size is not None and self.done.covers(0, self.size)
 
-    def _landed_all(self) -> list[Action]:
+    def _landed_all(self) -> list[le.Action]:
         """Every byte is in: finalise, unless the header check has yet to judge."""
         assert self.size is not None
         self.live.clear()
         self.waiting.clear()
         if self.header_state == "pending":
-            return []  # HeaderJudged finalises
-        self.phase = Phase.FINALISING
-        return [Finalise(self.generation, self.size)]
+            return []  # le.HeaderJudged finalises
+        self.phase = le.Phase.FINALISING
+        return [le.Finalise(self.generation, self.size)]
 
-    def _header(self, prefix: int) -> list[Action]:
+    def _header(self, prefix: int) -> list[le.Action]:
         if not self.header_check or self.header_state != "unchecked" or self.size is None:
             return []
         if self.header_need > prefix:
             return []
         self.header_state = "pending"
-        return [CheckHeader(self.generation, self.header_need)]
+        return [le.CheckHeader(self.generation, self.header_need)]
 
-    def _on_header(self, ev: HeaderJudged) -> list[Action]:
+    def _on_header(self, ev: le.HeaderJudged) -> list[le.Action]:
         if ev.generation != self.generation or self.header_state != "pending":
             return []
         if ev.error is not None:
@@ -249,15 +215,14 @@ class FileState:
             self.header_state = "unchecked"
             # Not progressing: ask again once more has landed.
             self.header_need = max(ev.needed, self.header_need + 1)
-        if self._complete() and self.phase is Phase.FETCHING:
+        if self._complete() and self.phase is le.Phase.FETCHING:
             if self.header_state == "unchecked":
                 self.header_state = "pending"
-                return [CheckHeader(self.generation, min(self.header_need, self.size))]
+                return [le.CheckHeader(self.generation, min(self.header_need, self.size))]
             return self._landed_all()
         return self._header(self.done.prefix_end())
 
-    def _on_answered(self, live: _Live, ev: Answered) -> list[Action]:
-        live.answered = True
+    def _on_answered(self, live: _Live, ev: le.Answered) -> list[le.Action]:
         self.expired_streak = 0
         if self.storage_sha is None:
             self.storage_sha = ev.storage_sha
@@ -287,7 +252,7 @@ class FileState:
                 for c in plan_file(self.rel, self.size, claimed, self.chunk_size)
                 if not c.whole]
 
-    def _on_ended(self, live: _Live) -> list[Action]:
+    def _on_ended(self, live: _Live) -> list[le.Action]:
         self.live.pop(live.request.id, None)
         if self.size is None:
             # An object of unknown size: the body's end is its end.
@@ -296,7 +261,7 @@ class FileState:
                 self.journal.done = RangeSet([(0, self.size)] if self.size else [])
             return self._landed_all()
         if self._complete():
-            return [] if self.phase is not Phase.FETCHING else self._landed_all()
+            return [] if self.phase is not le.Phase.FETCHING else self._landed_all()
         req = live.request
         rest = self.done.gaps(req.start, req.end or self.size)
         if rest and not live.whole and not req.whole:
@@ -310,12 +275,12 @@ class FileState:
             return False  # a whole GET starts over from byte 0
         return live.landed >= self.limits.progress_reset_bytes
 
-    def _on_net_failed(self, live: _Live, reason: str) -> list[Action]:
+    def _on_net_failed(self, live: _Live, reason: str) -> list[le.Action]:
         attempt = 0 if self._progress_kept(live) else live.request.attempt
         self.waiting[live.request.id] = reason
-        return [AskRetry(live.request.id, attempt, reason)]
+        return [le.AskRetry(live.request.id, attempt, reason)]
 
-    def _on_rejected(self, live: _Live, decision: Decision) -> list[Action]:
+    def _on_rejected(self, live: _Live, decision: Decision) -> list[le.Action]:
         verdict, reason = decision.verdict, decision.reason
         if verdict is Verdict.OBJECT_CHANGED:
             self.object_changed = True
@@ -329,7 +294,7 @@ class FileState:
             if self.no_range_answers <= self.limits.no_range_retries:
                 # One 200 to a Range request may be a hiccup (a proxy, a cache); retry first.
                 self.waiting[live.request.id] = reason
-                return [AskRetry(live.request.id, self.no_range_answers, reason)]
+                return [le.AskRetry(live.request.id, self.no_range_answers, reason)]
             return self._restart("the server ignores Range requests; fetching it whole",
                                  ranged=False)
         self.bad_responses += 1
@@ -337,10 +302,10 @@ class FileState:
             return self._fail(TransferFailed(
                 f"{self.rel}: storage keeps sending bad responses ({reason})"))
         self.waiting[live.request.id] = reason
-        return [AskRetry(live.request.id,
+        return [le.AskRetry(live.request.id,
                          min(self.bad_responses, self.limits.bad_response_backoff_cap), reason)]
 
-    def _on_status(self, live: _Live, ev: StatusFailed) -> list[Action]:
+    def _on_status(self, live: _Live, ev: le.StatusFailed) -> list[le.Action]:
         if ev.kind is StorageErrorKind.EXPIRED:
             if not ev.can_refresh:
                 return self._fail(TransferFailed(
@@ -351,15 +316,15 @@ class FileState:
                 return self._fail(TransferFailed(
                     f"{self.rel}: storage keeps answering {ev.reason} after refreshes"))
             self.waiting[live.request.id] = ev.reason
-            return [Refresh(live.request.id)]
+            return [le.Refresh(live.request.id)]
         if ev.kind is StorageErrorKind.RETRYABLE:
             self.waiting[live.request.id] = ev.reason
-            return [AskRetry(live.request.id, live.request.attempt, ev.reason, ev.status,
+            return [le.AskRetry(live.request.id, live.request.attempt, ev.reason, ev.status,
                              ev.retry_after)]
         where = f" ({ev.where})" if ev.where else ""
         return self._fail(TransferFailed(f"{self.rel}: storage refused it: {ev.reason}{where}"))
 
-    def _on_retry(self, live: _Live, decision: RetryDecision) -> list[Action]:
+    def _on_retry(self, live: _Live, decision: RetryDecision) -> list[le.Action]:
         reason = self.waiting.pop(live.request.id, "")
         if isinstance(decision, WaitTooLong):
             return self._fail(TransferFailed(
@@ -372,7 +337,7 @@ class FileState:
                 "run the same command again to resume; finished bytes are kept"))
         return self._again(live, live.request.attempt + 1, decision.delay)
 
-    def _again(self, live: _Live, attempt: int, delay: float = 0.0) -> list[Action]:
+    def _again(self, live: _Live, attempt: int, delay: float = 0.0) -> list[le.Action]:
         """The same request once more, for what it has not delivered yet."""
         req = live.request
         self.live.pop(req.id, None)
@@ -386,7 +351,7 @@ class FileState:
             fetch = self._new(0, self.size, whole=True, attempt=attempt, delay=delay)
             if lost:
                 self.hashed_to = 0
-                return [ResetHash(), fetch]
+                return [le.ResetHash(), fetch]
             return [fetch]
         end = req.end if req.end is not None else self.size
         gaps = self.done.gaps(req.start, end)
@@ -395,7 +360,7 @@ class FileState:
         return [self._new(gaps[0][0], end, whole=False, attempt=attempt, delay=delay,
                           may_be_whole=req.may_be_whole and gaps[0][0] == 0)]
 
-    def _restart(self, reason: str, *, ranged: bool) -> list[Action]:
+    def _restart(self, reason: str, *, ranged: bool) -> list[le.Action]:
         self.restarts += 1
         if self.restarts > self.limits.max_restarts:
             return self._fail(TransferFailed(
@@ -410,10 +375,10 @@ class FileState:
         self.range_proven = False
         self.hashed_to = 0
         self.journal = JournalState(rel=self.rel, size=self.size or 0, ranged=ranged)
-        return [Restart(reason, lost), *self._plan()]
+        return [le.Restart(reason, lost), *self._plan()]
 
-    def _on_digest(self, ev: Digested) -> list[Action]:
-        if ev.generation != self.generation or self.phase is not Phase.FINALISING:
+    def _on_digest(self, ev: le.Digested) -> list[le.Action]:
+        if ev.generation != self.generation or self.phase is not le.Phase.FINALISING:
             return []
         expected = self.expected_sha or self.storage_sha
         if expected and ev.digest != expected:
@@ -426,35 +391,35 @@ class FileState:
                     "the model was replaced at the source: run the same command again for a "
                     "fresh manifest (the new bytes are kept)"), keep=True)
             what = "manifest" if self.expected_sha else "storage checksum"
-            self.phase = Phase.FETCHING
+            self.phase = le.Phase.FETCHING
             actions = self._restart(f"sha256 differs from the {what}", ranged=self.journal.ranged)
-            if self.phase is Phase.FAILED:
+            if self.phase is le.Phase.FAILED:
                 return self._fail_replace(VerificationFailed(
                     f"{self.rel}: sha256 {ev.digest[:12]}… differs from the {what}'s "
                     f"{expected[:12]}… after {self.restarts - 1} retries"), ev.digest)
             return actions
         self.digest = ev.digest
-        return [Commit(self.generation, ev.digest)]
+        return [le.Commit(self.generation, ev.digest)]
 
-    def _on_committed(self, ev: Committed) -> list[Action]:
-        if ev.generation != self.generation or self.phase is not Phase.FINALISING:
+    def _on_committed(self, ev: le.Committed) -> list[le.Action]:
+        if ev.generation != self.generation or self.phase is not le.Phase.FINALISING:
             return []
         if ev.error is not None:
             return self._fail(ev.error)
-        self.phase = Phase.DONE
+        self.phase = le.Phase.DONE
         return []
 
-    def _fail(self, error: WeightliftError, *, keep: bool = False) -> list[Action]:
+    def _fail(self, error: WeightliftError, *, keep: bool = False) -> list[le.Action]:
         """The file ends failed: every request in flight is superseded."""
         del keep  # the journal always keeps what is on disk
-        self.phase = Phase.FAILED
+        self.phase = le.Phase.FAILED
         self.error = error
         self.live.clear()
         self.waiting.clear()
-        return [Fail(error)]
+        return [le.Fail(error)]
 
-    def _fail_replace(self, error: WeightliftError, digest: str) -> list[Action]:
+    def _fail_replace(self, error: WeightliftError, digest: str) -> list[le.Action]:
         self.error = error
         self.digest = digest
-        return [Fail(error, digest)]
+        return [le.Fail(error, digest)]
 

@@ -19,7 +19,7 @@ from weightlift.downloader.errors import (
     redact_url,
     write_failed,
 )
-from weightlift.downloader.lifecycle import (
+from weightlift.downloader.lifecycle_events import (
     Action,
     Answered,
     Ended,
@@ -32,7 +32,7 @@ from weightlift.downloader.lifecycle import (
     Request,
     StatusFailed,
 )
-from weightlift.downloader.lifecycle import Rejected as RejectedEvent
+from weightlift.downloader.lifecycle_events import Rejected as RejectedEvent
 from weightlift.downloader.resolver import ManifestResolver
 from weightlift.downloader.response_check import Asked, Decision, storage_sha256
 from weightlift.downloader.retry import RetryPolicy

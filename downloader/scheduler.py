@@ -24,7 +24,7 @@ from weightlift.downloader.events import (
     Retrying,
 )
 from weightlift.downloader.journaler import Journaler
-from weightlift.downloader.lifecycle import (
+from weightlift.downloader.lifecycle_events import (
     Action,
     AskRetry,
     CheckHeader,
@@ -43,7 +43,7 @@ from weightlift.downloader.lifecycle import (
     Restart,
     RetryDecided,
 )
-from weightlift.downloader.lifecycle import Event as LifeEvent
+from weightlift.downloader.lifecycle_events import Event as LifeEvent
 from weightlift.downloader.part_files import PartFiles
 from weightlift.downloader.range_worker import run_request
 from weightlift.downloader.resolver import ManifestResolver

@@ -11,7 +11,8 @@ from weightlift.downloader.errors import (
     TransferFailed,
 )
 from weightlift.downloader.journal import JournalState
-from weightlift.downloader.lifecycle import (
+from weightlift.downloader.lifecycle import FileState
+from weightlift.downloader.lifecycle_events import (
     Answered,
     AskRetry,
     CheckHeader,
@@ -21,7 +22,6 @@ from weightlift.downloader.lifecycle import (
     Ended,
     Fail,
     Fetch,
-    FileState,
     Finalise,
     HashTo,
     HeaderJudged,

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from weightlift.downloader.journal import JournalState
-from weightlift.downloader.lifecycle import (
+from weightlift.downloader.lifecycle import FileState
+from weightlift.downloader.lifecycle_events import (
     Answered,
     AskRetry,
     Commit,
@@ -23,7 +24,6 @@ from weightlift.downloader.lifecycle import (
     Ended,
     Fail,
     Fetch,
-    FileState,
     Finalise,
     Landed,
     Limits,
