@@ -76,6 +76,8 @@ class FencedSink:
                 pos += n
         except OSError as exc:
             raise write_failed(exc, self._where, "the part file") from None
+        if slot.hash_inline and slot.frontier is not None:
+            slot.frontier.feed(offset, data)  # a small file: no read-back, no thread hop
         self._apply(slot, Landed(self._req, offset, len(data)))
         return True
 

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 # The most a header check may read: the safetensors cap on a header, plus its length field.
 HEADER_READ_CAP = 8 + 100_000_000
+# A header check on at most this many bytes runs on the loop (about a millisecond); larger
+# ones in a thread.
+HEADER_INLINE = 64 << 10
 
 
 class Scheduler:
@@ -109,6 +112,10 @@ class Scheduler:
                 return left
             elif isinstance(action, ResetHash):
                 slot.reset_hash()
+            elif isinstance(action, CheckHeader) and action.need <= HEADER_INLINE:
+                # Which format, how long a header: a few bytes, judged here (no thread hop
+                # per file: 1,000 small files).
+                self.apply(slot, self._judge(slot, action))
             elif isinstance(action, CheckHeader):
                 self._spawn(self._check_header(slot, action))
             elif isinstance(action, Finalise):
@@ -153,27 +160,25 @@ class Scheduler:
         self.emit(FileRestarted(slot.rel, restart.reason, restart.lost))
         self._carry_out(slot, rest)
 
-    async def _check_header(self, slot: FileSlot, check: CheckHeader) -> None:
-        """Judge a known format's header once its bytes are on disk, in a thread (a 99 MB
-        header must not stall every connection)."""
+    def _judge(self, slot: FileSlot, check: CheckHeader) -> HeaderJudged:
+        """Run the header check on the file's first ``check.need`` bytes."""
         header_check = self.cfg.header_check
-        st = slot.state
+        size = slot.state.size
         assert header_check is not None
-        assert st.size is not None
-        fd, size, need = slot.fd, st.size, check.need
-
-        def judge() -> int:
-            data = os.pread(fd, min(need, HEADER_READ_CAP), 0) if need else b""
-            return header_check(st.rel, data, size)
-
+        assert size is not None
         try:
-            needed = await asyncio.to_thread(judge)
+            data = os.pread(slot.fd, min(check.need, HEADER_READ_CAP), 0) if check.need else b""
+            return HeaderJudged(check.generation, header_check(slot.rel, data, size))
         except VerificationFailed as exc:
-            self.apply(slot, HeaderJudged(check.generation, 0, exc.message))
-            return
+            return HeaderJudged(check.generation, 0, exc.message)
         except OSError:
-            needed = 0  # the part was closed meanwhile: the file's end judges it (verify)
-        self.apply(slot, HeaderJudged(check.generation, needed))
+            # The part was closed meanwhile: the file's end judges it (verify).
+            return HeaderJudged(check.generation, 0)
+
+    async def _check_header(self, slot: FileSlot, check: CheckHeader) -> None:
+        """Judge a large header once its bytes are on disk, in a thread (a 99 MB header
+        must not stall every connection)."""
+        self.apply(slot, await asyncio.to_thread(self._judge, slot, check))
 
     async def _finalise(self, slot: FileSlot, fin: Finalise) -> None:
         sealing = False

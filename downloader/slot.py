@@ -20,6 +20,7 @@ class FileSlot:
     part_owned: int = 0  # bytes of disk a part left by an earlier run holds (free-space check)
     sealed: bool = False  # whole and synced, but the finished log could not take it
     result: FileResult | None = None
+    hash_inline: bool = False  # small: in-order blocks hashed from memory as they land
 
     @property
     def rel(self) -> str:
