@@ -189,9 +189,10 @@ class HostileServer:
         """Close everything and join every thread (bounded)."""
         self._stop.set()
         try:
-            self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() on Linux
         except OSError:
             pass
+        self._sock.close()
         with self._lock:
             conns = list(self._conns)
         for conn in conns:

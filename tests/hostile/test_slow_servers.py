@@ -8,13 +8,14 @@ bytes then silence (each retry gains 100 bytes and resets the budget): nothing b
 Expected: each pull ends in bounded time with exit 3 and one line naming the file, and nothing
 under the final name. The limits the product is to read (small values keep these tests at
 seconds; see hostile_run.SLOW_LIMITS): WEIGHTLIFT_HEADER_TIMEOUT (seconds for a response's
-status line and headers), WEIGHTLIFT_LOW_SPEED (bytes/s) over WEIGHTLIFT_LOW_SPEED_TIME
-(seconds), WEIGHTLIFT_STALL_TIMEOUT (seconds without a byte, exists), WEIGHTLIFT_RETRY_BASE.
+status line and headers), a minimum speed in bytes/s over a window in seconds
+(WEIGHTLIFT_LOW_SPEED / WEIGHTLIFT_LOW_SPEED_TIME, or as the engine branch spells them,
+WEIGHTLIFT_MIN_SPEED / WEIGHTLIFT_MIN_SPEED_WINDOW), WEIGHTLIFT_STALL_TIMEOUT (seconds without
+a byte, exists) and WEIGHTLIFT_RETRY_BASE.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from hostile_run import (
     assert_sane_output,
     data_of,
     final_files,
+    run_cases,
     weightlift,
     write_manifest,
 )
@@ -47,8 +49,8 @@ def test_a_200_that_always_drops_mid_body_gives_up(serve, tmp_path):
     data = data_of(1 << 20, 21)
     srv = serve(data, b.drops_mid_body(0.5))
     out = tmp_path / "out"
-    run = weightlift("pull", srv.url("model.bin"), "-o", str(out), timeout=30)
-    _fails_with_one_line(run, out, bound=20)
+    run = weightlift("pull", srv.url("model.bin"), "-o", str(out), timeout=45)
+    _fails_with_one_line(run, out, bound=30)
     assert len(srv.gets()) <= MAX_GETS, len(srv.gets())
 
 
@@ -60,8 +62,7 @@ SLOW = {
 
 
 def test_slow_servers_end_with_exit_3_and_one_line(serve, tmp_path):
-    """The three cases run side by side (each takes its retry budget in seconds of timeouts);
-    every failure is reported, named by its case."""
+    """The three cases run side by side: each spends its retry budget in seconds of timeouts."""
     data = data_of(64 << 10, 22)
 
     def one(name: str) -> None:
@@ -74,11 +75,4 @@ def test_slow_servers_end_with_exit_3_and_one_line(serve, tmp_path):
                          env=SLOW_LIMITS, timeout=60)
         _fails_with_one_line(run, out, bound=45)
 
-    with ThreadPoolExecutor(len(SLOW)) as pool:
-        futures = {name: pool.submit(one, name) for name in SLOW}
-    problems = []
-    for name, fut in futures.items():
-        exc = fut.exception()
-        if exc is not None:
-            problems.append(f"--- {name}: {type(exc).__name__}: {exc}")
-    assert not problems, "\n".join(problems)
+    run_cases({name: (lambda name=name: one(name)) for name in SLOW}, workers=len(SLOW))
