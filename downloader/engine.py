@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from weightlift.downloader import storage_errors
-from weightlift.downloader.byte_source import ByteSource
+from weightlift.downloader.byte_source import ByteSource, HttpByteSource
 from weightlift.downloader.committer import Committer
 from weightlift.downloader.config import (
     MAX_OPEN_PARTS,
@@ -45,7 +45,7 @@ from weightlift.downloader.events import (
     PullStarted,
     Retrying,
 )
-from weightlift.downloader.fetch import HttpByteSource, Pace, probe
+from weightlift.downloader.fetch import Pace, probe
 from weightlift.downloader.finalize import (
     check_free_space,
     hold_reserve,
@@ -210,7 +210,11 @@ class Engine:
         )
 
     def _pace(self) -> Pace:
-        return Pace(header_timeout=self.cfg.header_timeout, min_speed=self.cfg.min_speed,
+        min_speed = self.cfg.min_speed
+        if self.cfg.max_rate is not None:
+            # A capped pull's connections share the cap: the floor must stay under their share.
+            min_speed = min(min_speed, self.cfg.max_rate / self.cfg.connections / 4)
+        return Pace(header_timeout=self.cfg.header_timeout, min_speed=min_speed,
                     min_speed_window=self.cfg.min_speed_window, read_size=self.cfg.read_size)
 
     def _source(self, session: aiohttp.ClientSession) -> ByteSource:

@@ -2,7 +2,7 @@
 
 The only module that touches aiohttp's request/response types (with ``session.py``'s session
 setup); every aiohttp and socket error is translated here into ``errors.NetworkError``, whose
-message carries no URL query string. ``HttpByteSource`` is the engine's default ``ByteSource``.
+message carries no URL query string. ``byte_source.HttpByteSource`` wraps ``fetch_range``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from weightlift.downloader.byte_source import Answer, Sink
 from weightlift.downloader.errors import (
     Abandon,
     LazyRedactedUrl,
@@ -38,7 +37,11 @@ from weightlift.downloader.response_check import (
     decide,
     judge_probe,
 )
+from weightlift.downloader.sink import Answer, Sink
 from weightlift.downloader.throughput import SpeedFloor
+
+__all__ = ["Abandon", "Answer", "NetworkError", "Pace", "Rejected", "StatusError", "Throttle",
+           "env_proxy", "fetch_range", "probe"]
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +60,6 @@ class Pace:
 
 # Awaited per block received when a rate cap is set (the shared token bucket).
 Throttle = Callable[[int], Awaitable[None]]
-
-
-class HttpByteSource:
-    """The default ``ByteSource``: HTTP(S) through one shared aiohttp session."""
-
-    def __init__(self, session: aiohttp.ClientSession, pace: Pace,
-                 throttle: Throttle | None = None) -> None:
-        self._session = session
-        self._pace = pace
-        self._throttle = throttle
-
-    async def fetch(self, rel: str, url: str, asked: Asked, sink: Sink) -> Answer:
-        return await fetch_range(self._session, url, asked, sink, self._pace, self._throttle)
 
 
 async def fetch_range(session: aiohttp.ClientSession, url: str, asked: Asked, sink: Sink,
@@ -108,7 +98,8 @@ async def fetch_range(session: aiohttp.ClientSession, url: str, asked: Asked, si
             if answered is not None:
                 answered(decision, resp_headers)  # raises Abandon when superseded meanwhile
             written = await _stream(resp, asked, decision, sink, pace, throttle)
-            return Answer(resp_headers, written, decision)
+            return Answer(decision.total, decision.etag, resp_headers.get("Last-Modified"),
+                          resp_headers, written, decision)
 
 
 async def _stream(resp: aiohttp.ClientResponse, asked: Asked, decision: Decision, sink: Sink,
@@ -127,14 +118,16 @@ async def _stream(resp: aiohttp.ClientResponse, asked: Asked, decision: Decision
         while block := await content.read(size):
             if limit is not None and offset + len(block) > limit:
                 raise Rejected(Decision(Verdict.BAD_RESPONSE, "body longer than asked"))
+            if watch is not None:
+                watch.floor.count(len(block))
+            if throttle is not None:
+                # Before the write: a block counts as received when it is due (a throttle
+                # after it would let a file's last block land at once).
+                await throttle(len(block))
             if not sink.write(offset, block):
                 raise Abandon()
             failpoint("fetch.after_write")
             offset += len(block)
-            if watch is not None:
-                watch.floor.count(len(block))
-            if throttle is not None:
-                await throttle(len(block))
     except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
         if watch is not None and watch.tripped:
             raise NetworkError(f"slower than {pace.min_speed:g} bytes/s over "

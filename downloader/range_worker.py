@@ -34,7 +34,7 @@ from weightlift.downloader.lifecycle_events import (
 )
 from weightlift.downloader.lifecycle_events import Rejected as RejectedEvent
 from weightlift.downloader.resolver import ManifestResolver
-from weightlift.downloader.response_check import Asked, Decision, storage_sha256
+from weightlift.downloader.response_check import Asked, Decision, Verdict, storage_sha256
 from weightlift.downloader.retry import RetryPolicy
 from weightlift.downloader.slot import FileSlot
 
@@ -131,7 +131,15 @@ async def run_request(slot: FileSlot, req: Request, *, source: ByteSource,
     except WeightliftError as exc:
         apply(slot, LocalFailed(req.id, exc))
         return
-    if not sink.answered_seen and answer.decision is not None:
-        apply(slot, Answered(req.id, answer.decision, storage_sha256(answer.headers),
-                             answer.headers.get("Last-Modified")))
+    if not sink.answered_seen:
+        # A source without an HTTP response to judge: what it states, after its bytes.
+        decision = answer.decision or Decision(Verdict.WRITE, total=answer.total,
+                                               etag=answer.etag)
+        if decision.total is not None and st.size is not None and decision.total != st.size:
+            apply(slot, RejectedEvent(req.id, Decision(
+                Verdict.SIZE_MISMATCH, f"object is {decision.total} bytes, manifest says "
+                f"{st.size}")))
+            return
+        apply(slot, Answered(req.id, decision, storage_sha256(answer.headers),
+                             answer.last_modified))
     apply(slot, Ended(req.id))
