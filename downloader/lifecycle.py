@@ -36,15 +36,6 @@ from weightlift.downloader.storage_errors import StorageErrorKind
 __all__ = ["FileState"]
 
 
-@dataclass
-class _Live:
-    """A request in flight (or failed and waiting for its retry decision)."""
-
-    request: le.Request
-    landed: int = 0  # bytes it wrote
-    whole: bool = False  # its answer is the whole object from byte 0
-
-
 @dataclass(eq=False)
 class FileState:
     """Everything the pull knows about one file; mutated only by ``step``."""
@@ -70,7 +61,7 @@ class FileState:
     header_need: int = 0
     digest: str | None = None
     error: WeightliftError | None = None
-    live: dict[int, _Live] = field(default_factory=dict)
+    live: dict[int, le.Live] = field(default_factory=dict)
     waiting: dict[int, str] = field(default_factory=dict)  # failed: req -> why, until decided
     next_id: int = 0
     hashed_to: int = 0
@@ -120,7 +111,7 @@ class FileState:
              delay: float = 0.0, may_be_whole: bool = False) -> le.Fetch:
         req = le.Request(self.next_id, start, end, whole, attempt, delay, may_be_whole)
         self.next_id += 1
-        self.live[req.id] = _Live(req)
+        self.live[req.id] = le.Live(req)
         return le.Fetch(req)
 
     # ---- the step ------------------------------------------------------------------------
@@ -222,7 +213,7 @@ class FileState:
             return self._landed_all()
         return self._header(self.done.prefix_end())
 
-    def _on_answered(self, live: _Live, ev: le.Answered) -> list[le.Action]:
+    def _on_answered(self, live: le.Live, ev: le.Answered) -> list[le.Action]:
         self.expired_streak = 0
         if self.storage_sha is None:
             self.storage_sha = ev.storage_sha
@@ -252,7 +243,7 @@ class FileState:
                 for c in plan_file(self.rel, self.size, claimed, self.chunk_size)
                 if not c.whole]
 
-    def _on_ended(self, live: _Live) -> list[le.Action]:
+    def _on_ended(self, live: le.Live) -> list[le.Action]:
         self.live.pop(live.request.id, None)
         if self.size is None:
             # An object of unknown size: the body's end is its end.
@@ -262,25 +253,20 @@ class FileState:
             return self._landed_all()
         if self._complete():
             return [] if self.phase is not le.Phase.FETCHING else self._landed_all()
-        req = live.request
-        rest = self.done.gaps(req.start, req.end or self.size)
-        if rest and not live.whole and not req.whole:
-            # The body ended where asked but bytes are missing (a restart raced it): ask again.
-            return [self._new(rest[0][0], req.end, whole=False)]
-        return []
+        return []  # its range is in; the file's others are still coming
 
-    def _progress_kept(self, live: _Live) -> bool:
+    def _progress_kept(self, live: le.Live) -> bool:
         """Did the failed request leave bytes that stay on disk for good?"""
         if live.whole or live.request.whole or not self.journal.ranged:
             return False  # a whole GET starts over from byte 0
         return live.landed >= self.limits.progress_reset_bytes
 
-    def _on_net_failed(self, live: _Live, reason: str) -> list[le.Action]:
+    def _on_net_failed(self, live: le.Live, reason: str) -> list[le.Action]:
         attempt = 0 if self._progress_kept(live) else live.request.attempt
         self.waiting[live.request.id] = reason
         return [le.AskRetry(live.request.id, attempt, reason)]
 
-    def _on_rejected(self, live: _Live, decision: Decision) -> list[le.Action]:
+    def _on_rejected(self, live: le.Live, decision: Decision) -> list[le.Action]:
         verdict, reason = decision.verdict, decision.reason
         if verdict is Verdict.OBJECT_CHANGED:
             self.object_changed = True
@@ -305,7 +291,7 @@ class FileState:
         return [le.AskRetry(live.request.id,
                          min(self.bad_responses, self.limits.bad_response_backoff_cap), reason)]
 
-    def _on_status(self, live: _Live, ev: le.StatusFailed) -> list[le.Action]:
+    def _on_status(self, live: le.Live, ev: le.StatusFailed) -> list[le.Action]:
         if ev.kind is StorageErrorKind.EXPIRED:
             if not ev.can_refresh:
                 return self._fail(TransferFailed(
@@ -324,7 +310,7 @@ class FileState:
         where = f" ({ev.where})" if ev.where else ""
         return self._fail(TransferFailed(f"{self.rel}: storage refused it: {ev.reason}{where}"))
 
-    def _on_retry(self, live: _Live, decision: RetryDecision) -> list[le.Action]:
+    def _on_retry(self, live: le.Live, decision: RetryDecision) -> list[le.Action]:
         reason = self.waiting.pop(live.request.id, "")
         if isinstance(decision, WaitTooLong):
             return self._fail(TransferFailed(
@@ -337,7 +323,7 @@ class FileState:
                 "run the same command again to resume; finished bytes are kept"))
         return self._again(live, live.request.attempt + 1, decision.delay)
 
-    def _again(self, live: _Live, attempt: int, delay: float = 0.0) -> list[le.Action]:
+    def _again(self, live: le.Live, attempt: int, delay: float = 0.0) -> list[le.Action]:
         """The same request once more, for what it has not delivered yet."""
         req = live.request
         self.live.pop(req.id, None)
@@ -389,14 +375,15 @@ class FileState:
                     f"{self.rel}: the object changed on storage during the pull, and its new "
                     f"sha256 {ev.digest[:12]}… is not the manifest's {expected[:12]}…",
                     "the model was replaced at the source: run the same command again for a "
-                    "fresh manifest (the new bytes are kept)"), keep=True)
+                    "fresh manifest (the new bytes are kept)"))
             what = "manifest" if self.expected_sha else "storage checksum"
             self.phase = le.Phase.FETCHING
             actions = self._restart(f"sha256 differs from the {what}", ranged=self.journal.ranged)
             if self.phase is le.Phase.FAILED:
-                return self._fail_replace(VerificationFailed(
+                self.error = VerificationFailed(
                     f"{self.rel}: sha256 {ev.digest[:12]}… differs from the {what}'s "
-                    f"{expected[:12]}… after {self.restarts - 1} retries"), ev.digest)
+                    f"{expected[:12]}… after {self.restarts - 1} retries")
+                return [le.Fail(self.error, ev.digest)]
             return actions
         self.digest = ev.digest
         return [le.Commit(self.generation, ev.digest)]
@@ -409,17 +396,11 @@ class FileState:
         self.phase = le.Phase.DONE
         return []
 
-    def _fail(self, error: WeightliftError, *, keep: bool = False) -> list[le.Action]:
-        """The file ends failed: every request in flight is superseded."""
-        del keep  # the journal always keeps what is on disk
+    def _fail(self, error: WeightliftError) -> list[le.Action]:
+        """The file ends failed: every request in flight is superseded (the journal keeps
+        what is on disk)."""
         self.phase = le.Phase.FAILED
         self.error = error
         self.live.clear()
         self.waiting.clear()
         return [le.Fail(error)]
-
-    def _fail_replace(self, error: WeightliftError, digest: str) -> list[le.Action]:
-        self.error = error
-        self.digest = digest
-        return [le.Fail(error, digest)]
-

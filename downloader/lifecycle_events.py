@@ -49,6 +49,15 @@ class Request:
     may_be_whole: bool = False
 
 
+@dataclass
+class Live:
+    """A request in flight (or failed and waiting for its retry decision)."""
+
+    request: Request
+    landed: int = 0  # bytes it wrote
+    whole: bool = False  # its answer is the whole object from byte 0
+
+
 # ---- events --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
