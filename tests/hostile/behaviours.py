@@ -207,3 +207,13 @@ def wrong_content_length(delta: int) -> Behaviour:
         return partial(data, start, end, length=end - start + delta)
 
     return reply
+
+
+def fixed_status(status: int, body: bytes, content_type: str = "application/xml") -> Behaviour:
+    """Every request gets this status and body (e.g. a 403 saying the URL has expired)."""
+
+    def reply(req: Request, data: bytes) -> Reply:
+        hdrs = [("Content-Type", content_type), ("Content-Length", str(len(body))), CLOSE]
+        return Reply(status, [Send(head(status, hdrs)), Send(body)])
+
+    return reply

@@ -22,18 +22,14 @@ EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_TRANSFER = 0, 1, 2, 3
 # Short budgets so that each misbehaving server costs seconds, not minutes. WEIGHTLIFT_RETRY_BASE
 # and WEIGHTLIFT_STALL_TIMEOUT (s without a byte) exist on main; issue 11 §2.6 adds
 # WEIGHTLIFT_HEADER_TIMEOUT (s to receive a response's status line and headers) and a minimum
-# speed over a window, like curl's --speed-limit/--speed-time. The brief named the latter
-# WEIGHTLIFT_LOW_SPEED (bytes/s) / WEIGHTLIFT_LOW_SPEED_TIME (s); the engine branch reads
-# WEIGHTLIFT_MIN_SPEED / WEIGHTLIFT_MIN_SPEED_WINDOW. Both spellings are set until one is
-# chosen (then drop the other here).
+# speed, WEIGHTLIFT_LOW_SPEED (bytes/s) over WEIGHTLIFT_LOW_SPEED_TIME (s), like curl's
+# --speed-limit/--speed-time.
 FAST_ENV = {"WEIGHTLIFT_RETRY_BASE": "0.01", "WEIGHTLIFT_STALL_TIMEOUT": "5"}
 SLOW_LIMITS = {"WEIGHTLIFT_STALL_TIMEOUT": "1", "WEIGHTLIFT_HEADER_TIMEOUT": "1",
-               "WEIGHTLIFT_LOW_SPEED": "1024", "WEIGHTLIFT_LOW_SPEED_TIME": "1",
-               "WEIGHTLIFT_MIN_SPEED": "1024", "WEIGHTLIFT_MIN_SPEED_WINDOW": "1"}
+               "WEIGHTLIFT_LOW_SPEED": "1024", "WEIGHTLIFT_LOW_SPEED_TIME": "1"}
 # Limits inherited from the caller's environment would change what these tests judge.
 _NOT_INHERITED = ("WEIGHTLIFT_TRACEBACK", "WEIGHTLIFT_LOG", "WEIGHTLIFT_HEADER_TIMEOUT",
-                  "WEIGHTLIFT_LOW_SPEED", "WEIGHTLIFT_LOW_SPEED_TIME", "WEIGHTLIFT_MIN_SPEED",
-                  "WEIGHTLIFT_MIN_SPEED_WINDOW")
+                  "WEIGHTLIFT_LOW_SPEED", "WEIGHTLIFT_LOW_SPEED_TIME")
 
 
 def data_of(n: int, seed: int = 0) -> bytes:

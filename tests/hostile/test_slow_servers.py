@@ -8,10 +8,8 @@ bytes then silence (each retry gains 100 bytes and resets the budget): nothing b
 Expected: each pull ends in bounded time with exit 3 and one line naming the file, and nothing
 under the final name. The limits the product is to read (small values keep these tests at
 seconds; see hostile_run.SLOW_LIMITS): WEIGHTLIFT_HEADER_TIMEOUT (seconds for a response's
-status line and headers), a minimum speed in bytes/s over a window in seconds
-(WEIGHTLIFT_LOW_SPEED / WEIGHTLIFT_LOW_SPEED_TIME, or as the engine branch spells them,
-WEIGHTLIFT_MIN_SPEED / WEIGHTLIFT_MIN_SPEED_WINDOW), WEIGHTLIFT_STALL_TIMEOUT (seconds without
-a byte, exists) and WEIGHTLIFT_RETRY_BASE.
+status line and headers), WEIGHTLIFT_LOW_SPEED (bytes/s) over WEIGHTLIFT_LOW_SPEED_TIME
+(seconds), WEIGHTLIFT_STALL_TIMEOUT (seconds without a byte, exists) and WEIGHTLIFT_RETRY_BASE.
 """
 
 from __future__ import annotations
