@@ -57,7 +57,7 @@ from weightlift.downloader.hashing import sha256_file
 from weightlift.downloader.journal import FinishedEntry, JournalState, load_finished
 from weightlift.downloader.journaler import Journaler, sweep_temps
 from weightlift.downloader.lifecycle import FileState
-from weightlift.downloader.lifecycle_events import LocalFailed
+from weightlift.downloader.lifecycle_events import LocalFailed, gave_up, refused, url_expired
 from weightlift.downloader.part_files import PartFiles, listing, resume
 from weightlift.downloader.planner import auto_chunk_size
 from weightlift.downloader.resolver import ManifestResolver
@@ -286,15 +286,17 @@ class Engine:
                     url_expired_by_clock=self.resolver.is_expired(rel),
                     can_refresh=self.resolver.can_refresh)
                 reason = storage_errors.describe(exc.status, exc.body)
-                if kind is storage_errors.StorageErrorKind.EXPIRED and self.resolver.can_refresh:
+                expired = kind is storage_errors.StorageErrorKind.EXPIRED
+                if expired and not self.resolver.can_refresh:
+                    raise url_expired(rel, reason) from None
+                if expired:
                     await self.resolver.refresh(stale_url=url)
                     attempt += 1
                     if attempt > self.cfg.max_expired_streak:
                         raise TransferFailed(f"{rel}: storage keeps answering {reason}") from None
                     continue
                 if kind is not storage_errors.StorageErrorKind.RETRYABLE:
-                    raise TransferFailed(
-                        f"{rel}: storage refused it: {reason} ({redact_url(url)})") from None
+                    raise refused(rel, reason, redact_url(url)) from None
                 status = exc.status if self.cfg.retry.is_retryable_status(exc.status) else None
                 retry_after = exc.headers.get("Retry-After")
             except NetworkError as exc:
@@ -302,8 +304,7 @@ class Engine:
             decision = self.cfg.retry.decide(attempt, status=status, retry_after=retry_after,
                                              now=datetime.now(timezone.utc), rng=self._rng)
             if not isinstance(decision, Retry):
-                raise TransferFailed(f"{rel}: gave up after {attempt + 1} tries: {reason}",
-                                     "run the same command again to resume")
+                raise gave_up(rel, attempt + 1, reason)
             self.emit(Retrying(rel, reason, decision.delay))
             await asyncio.sleep(decision.delay)
             attempt += 1

@@ -294,9 +294,7 @@ class FileState:
     def _on_status(self, live: le.Live, ev: le.StatusFailed) -> list[le.Action]:
         if ev.kind is StorageErrorKind.EXPIRED:
             if not ev.can_refresh:
-                return self._fail(TransferFailed(
-                    f"{self.rel}: the URL has expired ({ev.reason})",
-                    "get a fresh manifest and run again: finished bytes are kept"))
+                return self._fail(le.url_expired(self.rel, ev.reason))
             self.expired_streak += 1
             if self.expired_streak > self.limits.max_expired_streak:
                 return self._fail(TransferFailed(
@@ -307,8 +305,7 @@ class FileState:
             self.waiting[live.request.id] = ev.reason
             return [le.AskRetry(live.request.id, live.request.attempt, ev.reason, ev.status,
                              ev.retry_after)]
-        where = f" ({ev.where})" if ev.where else ""
-        return self._fail(TransferFailed(f"{self.rel}: storage refused it: {ev.reason}{where}"))
+        return self._fail(le.refused(self.rel, ev.reason, ev.where))
 
     def _on_retry(self, live: le.Live, decision: RetryDecision) -> list[le.Action]:
         reason = self.waiting.pop(live.request.id, "")
@@ -318,9 +315,7 @@ class FileState:
                 f"({reason}, Retry-After)",
                 "run the same command again after that; finished bytes are kept"))
         if isinstance(decision, GiveUp):
-            return self._fail(TransferFailed(
-                f"{self.rel}: gave up after {decision.attempts} tries: {reason}",
-                "run the same command again to resume; finished bytes are kept"))
+            return self._fail(le.gave_up(self.rel, decision.attempts, reason))
         return self._again(live, live.request.attempt + 1, decision.delay)
 
     def _again(self, live: le.Live, attempt: int, delay: float = 0.0) -> list[le.Action]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from weightlift.downloader.errors import WeightliftError
+from weightlift.downloader.errors import TransferFailed, WeightliftError
 from weightlift.downloader.response_check import Decision
 from weightlift.downloader.retry import Decision as RetryDecision
 from weightlift.downloader.storage_errors import StorageErrorKind
@@ -234,3 +234,19 @@ class Fail:
 
 Action = (Fetch | AskRetry | Refresh | Restart | ResetHash | HashTo | CheckHeader | Finalise
           | Commit | Fail)
+
+
+# ---- failure lines shared by the lifecycle and the size probe ---------------------------------
+
+def url_expired(rel: str, reason: str) -> TransferFailed:
+    return TransferFailed(f"{rel}: the URL has expired ({reason})",
+                          "get a fresh manifest and run again: finished bytes are kept")
+
+
+def refused(rel: str, reason: str, where: str) -> TransferFailed:
+    return TransferFailed(f"{rel}: storage refused it: {reason}" + (f" ({where})" if where else ""))
+
+
+def gave_up(rel: str, attempts: int, reason: str) -> TransferFailed:
+    return TransferFailed(f"{rel}: gave up after {attempts} tries: {reason}",
+                          "run the same command again to resume; finished bytes are kept")
