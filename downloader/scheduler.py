@@ -212,6 +212,11 @@ class Scheduler:
             self.stop(exc)
 
     def _ended(self, slot: FileSlot) -> None:
+        """Count a file that reached its end, once (a nested ``apply``, such as an inline
+        header check, may have counted it already)."""
+        if slot.ended:
+            return
+        slot.ended = True
         if slot.state.phase is Phase.DONE and slot.result is not None:
             self.emit(FileFinished(slot.rel, slot.result.size, slot.result.sha256 or ""))
         self._unlanded -= 1

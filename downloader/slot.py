@@ -21,6 +21,7 @@ class FileSlot:
     sealed: bool = False  # whole and synced, but the finished log could not take it
     result: FileResult | None = None
     hash_inline: bool = False  # small: in-order blocks hashed from memory as they land
+    ended: bool = False  # counted as landed by the scheduler
 
     @property
     def rel(self) -> str:

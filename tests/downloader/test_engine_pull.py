@@ -311,3 +311,24 @@ async def test_a_resumed_pull_of_unstated_sizes_counts_the_model_once(storage_se
     assert started.total_bytes == sum(len(d) for d in files.values())
     assert MiB <= started.resumed_bytes < started.total_bytes
     _assert_landed(tmp_path, files)
+
+
+async def test_a_broken_header_fails_its_file_and_the_others_finish(storage_server, tmp_path):
+    """The header check fails a shard whose header can never load, at once and exit 1, while
+    the pull goes on for the other files (the file is counted as ended once)."""
+    from weightlift.cli.pull_cmd import safetensors_header_check
+
+    bad = (20).to_bytes(8, "little") + b'{"a": nonsense here}' + _data(MiB, 9)
+    files = {"bad.safetensors": bad, "big.bin": _data(3 * MiB, 10), "c.bin": _data(MiB, 11)}
+    _put(storage_server, files)
+    config = EngineConfig(connections=4, chunk_size=256 * KiB, stall_timeout=1.0, seed=1,
+                          header_check=safetensors_header_check)
+    result = await pull(_source(storage_server, files), tmp_path, config)
+    status = {f.rel: (f.status, f.exit_code) for f in result.files}
+    assert status == {"bad.safetensors": ("failed", 1), "big.bin": ("downloaded", 0),
+                      "c.bin": ("downloaded", 0)}
+    assert "broken safetensors header" in next(
+        f.error for f in result.files if f.rel == "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+    for rel in ("big.bin", "c.bin"):
+        assert (tmp_path / rel).read_bytes() == files[rel]
