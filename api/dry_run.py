@@ -51,14 +51,14 @@ async def probe_sizes(files: list[ManifestFile]) -> dict[str, int | str]:
         return {}
     import aiohttp
 
-    from weightlift.downloader.fetch import probe_size
+    from weightlift.downloader.fetch import probe
 
     out: dict[str, int | str] = {}
     async with aiohttp.ClientSession(auto_decompress=False, trust_env=False,
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
         async def one(f: ManifestFile) -> None:
             try:
-                size, _ranged = await probe_size(session, f.url)
+                size = (await probe(session, f.url)).size
             except Exception as exc:  # a dry run reports it, the pull would retry it
                 out[f.rel] = f"size unknown: {exc} ({_redact_url(f.url)})"
                 return

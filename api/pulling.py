@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from weightlift.downloader.engine import EngineConfig, PullResult
 from weightlift.downloader.errors import (
@@ -90,15 +90,14 @@ def engine_config(options: PullOptions, settings: EnvSettings) -> EngineConfig:
         connections=options.connections or default_connections(settings),
         chunk_size=options.chunk_size,
         stall_timeout=settings.stall_timeout,
+        # Given here, checked, rather than read (and a bad value ignored) by EngineConfig.
+        header_timeout=settings.header_timeout,
+        min_speed=settings.low_speed,
+        min_speed_window=settings.low_speed_time,
         retry=RetryPolicy(backoff_base=settings.retry_base),
         header_check=safetensors_header_check if options.verify else None,
-        **_rate_cap(options.max_rate),
+        max_rate=options.max_rate,
     )
-
-
-def _rate_cap(max_rate: float | None) -> dict[str, Any]:
-    # EngineConfig.max_rate arrives with the engine rewrite; until then only a set cap needs it.
-    return {} if max_rate is None else {"max_rate": max_rate}
 
 
 def shown_source(sources: list[str]) -> str:

@@ -91,6 +91,13 @@ def _seconds(text: str, *, allow_zero: bool) -> float:
     return value
 
 
+def _bytes_per_second(text: str) -> float:
+    """A speed floor: bytes/s as a plain number or a size (1K, 1M); 0 turns it off."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return parse_rate(text)
+
+
 @dataclass(frozen=True)
 class EnvSettings:
     """The WEIGHTLIFT_* environment, checked. None: the variable is unset (or empty)."""
@@ -100,6 +107,9 @@ class EnvSettings:
     stall_timeout: float = 30.0
     retry_base: float = 0.25
     log_level: str | None = None
+    header_timeout: float = 30.0
+    low_speed: float = 1024.0  # bytes/s; 0: no speed floor
+    low_speed_time: float = 30.0
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -109,7 +119,8 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
 
 def env_settings(env: Mapping[str, str]) -> EnvSettings:
     """Read WEIGHTLIFT_CONNECTIONS, WEIGHTLIFT_OUTPUT_ROOT, WEIGHTLIFT_STALL_TIMEOUT,
-    WEIGHTLIFT_RETRY_BASE and WEIGHTLIFT_LOG; a bad value raises UsageError naming it."""
+    WEIGHTLIFT_RETRY_BASE, WEIGHTLIFT_LOG, WEIGHTLIFT_HEADER_TIMEOUT, WEIGHTLIFT_LOW_SPEED and
+    WEIGHTLIFT_LOW_SPEED_TIME; a bad value raises UsageError naming it."""
 
     def level(raw: str) -> str:
         if raw.upper() not in LOG_LEVELS:
@@ -118,7 +129,13 @@ def env_settings(env: Mapping[str, str]) -> EnvSettings:
 
     stall = _parsed(env, "WEIGHTLIFT_STALL_TIMEOUT", lambda t: _seconds(t, allow_zero=False))
     base = _parsed(env, "WEIGHTLIFT_RETRY_BASE", lambda t: _seconds(t, allow_zero=True))
+    header = _parsed(env, "WEIGHTLIFT_HEADER_TIMEOUT", lambda t: _seconds(t, allow_zero=False))
+    low_speed = _parsed(env, "WEIGHTLIFT_LOW_SPEED", _bytes_per_second)
+    low_time = _parsed(env, "WEIGHTLIFT_LOW_SPEED_TIME", lambda t: _seconds(t, allow_zero=False))
     return EnvSettings(
+        header_timeout=30.0 if header is None else header,
+        low_speed=1024.0 if low_speed is None else low_speed,
+        low_speed_time=30.0 if low_time is None else low_time,
         connections=_parsed(env, "WEIGHTLIFT_CONNECTIONS", parse_connections),
         output_root=_get(env, "WEIGHTLIFT_OUTPUT_ROOT"),
         stall_timeout=30.0 if stall is None else stall,

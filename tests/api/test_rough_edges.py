@@ -127,6 +127,8 @@ def test_4_verbose_after_the_subcommand(served: Served, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("WEIGHTLIFT_RETRY_BASE", "-1"), ("WEIGHTLIFT_STALL_TIMEOUT", "abc"),
     ("WEIGHTLIFT_LOG", "LOUD"), ("WEIGHTLIFT_CONNECTIONS", "0"),
+    ("WEIGHTLIFT_HEADER_TIMEOUT", "soon"), ("WEIGHTLIFT_LOW_SPEED", "-5"),
+    ("WEIGHTLIFT_LOW_SPEED_TIME", "0"),
 ])
 def test_5_bad_environment_values_name_the_variable(
         served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
