@@ -49,6 +49,9 @@ environment:
   WEIGHTLIFT_LOG                       DEBUG, INFO, WARNING or ERROR
   WEIGHTLIFT_STALL_TIMEOUT             seconds without a byte before a connection is cut (30)
   WEIGHTLIFT_RETRY_BASE                base of the retry backoff, seconds (0.25)
+  WEIGHTLIFT_HEADER_TIMEOUT            seconds for a response's status line and headers (30)
+  WEIGHTLIFT_LOW_SPEED, _LOW_SPEED_TIME  a body slower than this many bytes/s over that many
+                                       seconds is cut and retried (1024, 30; 0 turns it off)
 
 exit codes:
   0 ok, 1 verification failed, 2 usage error or bad input, 3 transfer failed (state kept: run

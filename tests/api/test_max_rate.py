@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import weightlift
-from tests.api.test_rough_edges import needs_engine_v2
 from weightlift.emulator.serve import StorageEndpoint
 from weightlift.pulling import PullOptions, engine_config
 from weightlift.settings import env_settings, parse_rate
@@ -29,7 +28,6 @@ def test_rate_parsing() -> None:
         parse_rate("fast")
 
 
-@needs_engine_v2
 def test_max_rate_reaches_the_engine() -> None:
     config = engine_config(PullOptions(max_rate=CAP), env_settings({}))
     assert config.max_rate == CAP
@@ -37,7 +35,6 @@ def test_max_rate_reaches_the_engine() -> None:
 
 
 @pytest.mark.slow
-@needs_engine_v2
 def test_20_mb_s_cap_holds_within_10_percent_over_10_seconds(threaded_storage: StorageEndpoint,
                                                              tmp_path: Path) -> None:
     size = int(CAP * SECONDS)

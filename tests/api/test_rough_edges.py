@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 
 from tests.api.conftest import Served, serve_checkpoint, weightlift
 from weightlift.cli.progress import Progress
-from weightlift.downloader.engine import EngineConfig
 from weightlift.downloader.events import BytesReceived, Event, PullStarted
 from weightlift.emulator.faults import Fault
 from weightlift.emulator.serve import StorageEndpoint
@@ -25,11 +23,6 @@ from weightlift.pulling import PullOptions, run_pull
 from weightlift.settings import parse_count
 
 MiB = 1 << 20
-# The engine rewrite (issue 11) fixes §3.1's double count and makes a size mismatch exit 1; it
-# also brings EngineConfig.max_rate. Until it is merged those two tests are expected to fail.
-ENGINE_V2 = "max_rate" in {f.name for f in fields(EngineConfig)}
-needs_engine_v2 = pytest.mark.xfail(not ENGINE_V2, strict=True,
-                                    reason="fixed by the engine rewrite (issue 11)")
 
 
 class Recorder:
@@ -51,7 +44,6 @@ class FakeTty(io.StringIO):
         return True
 
 
-@needs_engine_v2
 async def test_1_resumed_pull_counts_each_byte_once(threaded_storage: StorageEndpoint,
                                                     tmp_path: Path) -> None:
     data = bytes(range(256)) * (8 * MiB // 256)
@@ -226,7 +218,6 @@ def test_9_verify_without_a_receipt_says_what_it_did_not_check(served: Served,
     assert "no pull receipt" in doc["warnings"][-1]
 
 
-@needs_engine_v2
 def test_10_size_mismatch_exits_1_not_3(served: Served, tmp_path: Path) -> None:
     doc: dict[str, Any] = served.storage.manifest(sorted(served.files))
     doc["files"][0]["size"] += 1
