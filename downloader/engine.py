@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -44,9 +45,11 @@ from weightlift.downloader.events import (
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.fetch import (
     Abandon,
+    Answer,
     NetworkError,
     Rejected,
     StatusError,
+    _pwrite_all,
     fetch_range,
     probe_size,
 )
@@ -77,10 +80,13 @@ from weightlift.downloader.planner import (
 )
 from weightlift.downloader.ranges import RangeSet
 from weightlift.downloader.resolver import ManifestResolver
-from weightlift.downloader.response_check import Asked, Verdict, storage_sha256
+from weightlift.downloader.response_check import Asked, Decision, Verdict, storage_sha256
 from weightlift.downloader.retry import GiveUp, RetryPolicy, WaitTooLong
 from weightlift.downloader.safe_files import reserve_fds, unlink_quietly
 from weightlift.downloader.workarea import WorkArea
+
+if TYPE_CHECKING:
+    from weightlift.downloader.byte_source import ByteSource
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +128,8 @@ class EngineConfig:
     check_free_space: bool = True
     header_check: HeaderCheck | None = None
     seed: int | None = None
+    # Where chunk bytes come from (byte_source.ByteSource); None: storage over HTTP.
+    byte_source: ByteSource | None = None
 
 
 @dataclass
@@ -559,13 +567,16 @@ class Engine:
                       "the whole file" if whole else f"bytes {start}-{end - 1}",
                       f" (try {attempt + 1})" if attempt else "")
             try:
-                answer = await fetch_range(
-                    self._session_or_fail(), url, asked, f.fd,
-                    lambda off, n: self._on_bytes(f, generation, off, n),
-                    read_size=self.cfg.read_size,
-                    same_object=lambda etag: self._same_object(f, etag, generation),
-                    where=str(self.work.out_dir),
-                )
+                if self.cfg.byte_source is not None:
+                    answer = await self._fetch_from_source(f, generation, url, asked)
+                else:
+                    answer = await fetch_range(
+                        self._session_or_fail(), url, asked, f.fd,
+                        lambda off, n: self._on_bytes(f, generation, off, n),
+                        read_size=self.cfg.read_size,
+                        same_object=lambda etag: self._same_object(f, etag, generation),
+                        where=str(self.work.out_dir),
+                    )
             except Abandon:
                 return
             except NetworkError as exc:
@@ -600,6 +611,26 @@ class Engine:
                 f.size = answer.written
                 f.journal.size = f.size
             self._check_complete(f)
+
+    async def _fetch_from_source(self, f: _File, generation: int, url: str,
+                                 asked: Asked) -> Answer:
+        """``fetch_range``'s job through ``cfg.byte_source``: same writes, same ETag rule (the
+        first ETag seen is the file's; another one restarts it, its bytes thrown away)."""
+        assert self.cfg.byte_source is not None
+        where = str(self.work.out_dir)
+        engine = self
+
+        class _PartSink:
+            def write(self, offset: int, data: bytes | memoryview) -> bool:
+                if f.generation != generation or f.result is not None or f.fd < 0:
+                    return False
+                _pwrite_all(f.fd, data, offset, where)
+                return engine._on_bytes(f, generation, offset, len(data))
+
+        answer = await self.cfg.byte_source.fetch(f.rel, url, asked, _PartSink())
+        if not self._same_object(f, answer.etag, generation):
+            raise Rejected(Decision(Verdict.OBJECT_CHANGED, "the object's ETag changed"))
+        return answer
 
     def _session_or_fail(self) -> aiohttp.ClientSession:
         assert self._session is not None

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -33,6 +34,9 @@ from weightlift.downloader.response_check import (
     decide,
     parse_content_range,
 )
+
+if TYPE_CHECKING:
+    from weightlift.downloader.byte_source import Sink
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,7 @@ async def fetch_range(
     read_size: int = 1 << 20,
     same_object: Callable[[str | None], bool] = lambda etag: True,
     where: str = "the output folder's disk",
+    sink: Sink | None = None,
 ) -> Answer:
     """GET bytes [asked.start, asked.end) and pwrite them at their offsets in ``fd``.
 
@@ -102,7 +107,8 @@ async def fetch_range(
     beyond what was asked. ``same_object`` is asked about the response's ETag before writing.
     Raises NetworkError (retry), StatusError (classify), Rejected
     (restart/retry), Abandon, or DiskFull/TransferFailed for local disk errors (naming
-    ``where``, the output folder).
+    ``where``, the output folder). With a ``sink``, blocks go to ``sink.write`` instead of
+    ``fd`` and ``on_bytes`` (a ``byte_source.ByteSource``).
     """
     headers = {"Accept-Encoding": "identity"}
     if asked.ranged:
@@ -136,10 +142,14 @@ async def fetch_range(
             async for block in resp.content.iter_chunked(read_size):
                 if limit is not None and offset + len(block) > limit:
                     raise Rejected(Decision(Verdict.BAD_RESPONSE, "body longer than asked"))
-                _pwrite_all(fd, block, offset, where)
-                failpoint("fetch.after_write")
-                if not on_bytes(offset, len(block)):
-                    raise Abandon()
+                if sink is not None:
+                    if not sink.write(offset, block):
+                        raise Abandon()
+                else:
+                    _pwrite_all(fd, block, offset, where)
+                    failpoint("fetch.after_write")
+                    if not on_bytes(offset, len(block)):
+                        raise Abandon()
                 offset += len(block)
                 written += len(block)
             if limit is not None and offset < limit:
@@ -236,7 +246,7 @@ def _said(content_range: str | None) -> str:
     return f" {content_range}" if content_range else ""
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int, where: str) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int, where: str) -> None:
     """Write all of ``data`` at ``offset`` (inline: a 1 MiB pwrite into the page cache is
     faster than a thread hop, as measured in DESIGN.md §4)."""
     view = memoryview(data)
