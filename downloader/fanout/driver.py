@@ -40,6 +40,7 @@ class NodeReport:
     seconds: float = 0.0
     error: str | None = None
     params: int | None = None
+    rss_peak: int | None = None  # the node's pull process, peak resident bytes
 
 
 @dataclass
@@ -155,7 +156,7 @@ async def _pull_cluster(ray: Any, source: ResolvedSource, template: str, config:
     coord = ray.remote(Coordinator).options(num_cpus=0).remote(
         [c.length for c in plan.chunks], ids, max(budget, 1), manifest)
     expected = expect_params if expect_params is not None else source.expected_params
-    task = ray.remote(run_node).options(num_cpus=0, max_retries=0)
+    task = ray.remote(num_cpus=0, max_retries=0)(run_node)
     refs: dict[str, Any] = {}
     for node_id, name in zip(ids, names, strict=True):
         spec = NodeSpec(node_id=node_id, name=name, out_dir=node_dir(template, name),
@@ -182,7 +183,7 @@ async def _pull_cluster(ray: Any, source: ResolvedSource, template: str, config:
                     raw = fut.result()
                     reports[node_id] = NodeReport(**{k: raw.get(k) for k in (
                         "node", "name", "output", "ok", "exit_code", "bytes_from_origin",
-                        "bytes_from_peers", "seconds", "error", "params")})
+                        "bytes_from_peers", "seconds", "error", "params", "rss_peak")})
                 except ray.exceptions.RayError as exc:
                     # The task died (worker killed, node lost): its claims go back to the pool.
                     await coord.leave.remote(node_id)

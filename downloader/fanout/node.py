@@ -252,8 +252,20 @@ async def _run_node(spec: NodeSpec, coord: Any) -> dict[str, Any]:
         await coord.leave.remote(spec.node_id)
     report.update(ok=code == EXIT_OK, exit_code=code, error=error,
                   bytes_from_origin=counters.origin, bytes_from_peers=counters.peers,
-                  seconds=round(time.monotonic() - started, 3))
+                  seconds=round(time.monotonic() - started, 3), rss_peak=_rss_peak())
     return report
+
+
+def _rss_peak() -> int | None:
+    """This worker process's peak resident memory in bytes (Linux), Ray's own share included."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 async def _verify(spec: NodeSpec) -> tuple[int, str | None, int | None]:
