@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--ray-address, --ray-nodes and --ray-budget go with --ray",
                          "add --ray")
     from weightlift.downloader.fanout import pull_cluster
-    from weightlift.downloader.fanout.driver import DEFAULT_BUDGET
+    from weightlift.downloader.fanout.driver import DEFAULT_BUDGET, preflight
+
+    preflight(args.output, args.ray_address)
 
     quiet = args.quiet or args.json
     bar = _Bar(quiet)

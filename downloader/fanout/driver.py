@@ -79,6 +79,17 @@ def _ray() -> Any:
     return ray
 
 
+def preflight(out_dir_template: str, address: str | None) -> Any:
+    """Refuse what cannot work before any source is resolved: no Ray installed, no cluster
+    named (and none connected), a bad ``{node}`` template. Returns the ``ray`` module."""
+    ray = _ray()
+    check_template(out_dir_template)
+    if not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS")):
+        raise UsageError("--ray needs a cluster: pass --ray-address or set RAY_ADDRESS",
+                         "e.g. --ray-address auto on a node of a running cluster")
+    return ray
+
+
 def select_nodes(ray_nodes: list[dict[str, Any]], selector: str | None) -> list[dict[str, Any]]:
     """The alive nodes, or those holding custom resource ``NAME`` or label ``KEY=VALUE``."""
     alive = [n for n in ray_nodes if n.get("Alive")]
@@ -112,14 +123,10 @@ async def pull_cluster(
     ``RAY_ADDRESS``; an already connected ``ray`` is used as is) into ``out_dir_template`` with
     ``{node}`` expanded per node; origin serves each chunk to one node only. Raises UsageError
     (no Ray, no matching node, bad template) or PlatformError (cluster unreachable)."""
-    ray = _ray()
-    check_template(out_dir_template)
+    ray = preflight(out_dir_template, address)
     connected_here = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
-        if not address:
-            raise UsageError("--ray needs a cluster: pass --ray-address or set RAY_ADDRESS",
-                             "e.g. --ray-address auto on a node of a running cluster")
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
