@@ -1,4 +1,4 @@
-"""A 3-node local Ray cluster (one per test module: Ray starts slowly) and a capped origin."""
+"""A 3-node local Ray cluster (one for the whole run: Ray starts slowly) and a capped origin."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class LocalCluster:
         return next(r for r in node["Resources"] if r.startswith("wl_node_"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[LocalCluster]:
     """Three Ray nodes on this machine, 1 CPU each, each with a custom resource `wl_node_<i>`
     (for pinning work and for --ray-nodes); this process is connected to it."""
@@ -62,7 +62,7 @@ class Origin:
         return self.endpoint.emu
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
     """A generated 48 MiB, 4-shard checkpoint served from a background thread, all requests
     together capped at 40 MB/s (an origin's egress); a manifest file naming it."""

@@ -16,8 +16,9 @@ import pytest
 
 from weightlift.downloader.engine import EngineConfig
 from weightlift.downloader.fanout import pull_cluster
+from weightlift.downloader.manifest import Manifest, validate_manifest
 from weightlift.downloader.pull import pull
-from weightlift.downloader.sources.local import resolve_local
+from weightlift.downloader.sources.local import ResolvedSource, resolve_local
 
 pytestmark = pytest.mark.ray
 
@@ -157,3 +158,35 @@ async def test_a_killed_node_fails_alone_and_resumes(
     assert_holds_model(Path(again.nodes[0].output), origin)
     assert again.nodes[0].bytes_from_origin < origin.model_bytes
     assert origin.emu.total_bytes_served == again.nodes[0].bytes_from_origin
+
+
+async def test_expiring_urls_are_refreshed_once_for_the_whole_cluster(
+        ray_cluster: Any, origin: Any, tmp_path: Path) -> None:
+    """URLs that live 1.5 s, a pull that takes longer: the nodes' refreshes reach the driver's
+    source one at a time (single-flight for the cluster), and every node finishes."""
+    lifetime = 1.5
+    calls: list[float] = []
+    endpoint = origin.endpoint
+
+    def build() -> Manifest:
+        return validate_manifest(endpoint.manifest(lifetime=lifetime))
+
+    async def refresh() -> Manifest:
+        calls.append(time.monotonic())
+        return build()
+
+    source = ResolvedSource(build(), refresh, origin.params, "expiring")
+    origin.emu.reset_counters()
+    origin.emu.total_rate = 20e6  # about 2.5 s for the model: past the URLs' lifetime
+    try:
+        report = await pull_cluster(source, str(tmp_path / "{node}"),
+                                    EngineConfig(connections=8, chunk_size=2 * MiB),
+                                    budget=16 * MiB)
+    finally:
+        origin.emu.total_rate = 40e6
+    assert report.ok, [n.error for n in report.nodes]
+    assert calls, "the pull outlived its URLs without a refresh"
+    assert len(calls) == report.refreshes
+    # One refresh per lifetime or so for the cluster, not one per node (or per worker).
+    assert len(calls) <= report.seconds / (lifetime * 0.5) + 2
+    assert origin.emu.total_bytes_served <= 1.1 * origin.model_bytes
