@@ -90,6 +90,25 @@ def preflight(out_dir_template: str, address: str | None) -> Any:
     return ray
 
 
+async def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A `host:port` cluster address must answer a TCP connect: ``ray.init`` would otherwise
+    retry an unreachable one for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", or a ray:// client address: Ray says itself what is wrong
+    # asyncio.wait, not wait_for (which can swallow a cancellation on Python <= 3.11).
+    connect = asyncio.ensure_future(asyncio.open_connection(host.strip("[]"), int(port)))
+    done, _ = await asyncio.wait({connect}, timeout=timeout)
+    if not done:
+        connect.cancel()
+    elif connect.exception() is None:
+        connect.result()[1].close()
+        return
+    raise PlatformError(f"cannot reach the Ray cluster at {address}",
+                        "check the address (the head's GCS port, 6379 by default) and that "
+                        "the cluster is up")
+
+
 def select_nodes(ray_nodes: list[dict[str, Any]], selector: str | None) -> list[dict[str, Any]]:
     """The alive nodes, or those holding custom resource ``NAME`` or label ``KEY=VALUE``."""
     alive = [n for n in ray_nodes if n.get("Alive")]
@@ -126,7 +145,8 @@ async def pull_cluster(
     ray = preflight(out_dir_template, address)
     connected_here = False
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
+        address = address or os.environ.get("RAY_ADDRESS") or "auto"
+        await _reachable(address)
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -47,6 +47,16 @@ def test_usage_errors_exit_2_in_one_line_writing_nothing(
     assert not out.exists()
 
 
+def test_an_unreachable_cluster_exits_4_at_once(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = weightlift("pull", _manifest(tmp_path), "-o", str(out), "--ray",
+                      "--ray-address", "127.0.0.1:1", timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert "weightlift: error: cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
 def test_a_bad_placeholder_exits_2(tmp_path: Path) -> None:
     proc = weightlift("pull", _manifest(tmp_path), "-o", str(tmp_path / "{host}"), "--ray",
                       "--ray-address", "auto")
