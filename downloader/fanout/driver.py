@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,12 @@ from weightlift.downloader.errors import (
     UsageError,
     WeightliftError,
 )
-from weightlift.downloader.fanout.plan import check_template, node_dir, plan_cluster
+from weightlift.downloader.fanout.plan import (
+    NODE_PLACEHOLDER,
+    check_template,
+    node_dir,
+    plan_cluster,
+)
 from weightlift.downloader.sources.local import ResolvedSource
 
 DEFAULT_BUDGET = 1 << 30  # object-store bytes the cluster may hold at once (published chunks)
@@ -120,6 +126,19 @@ def select_nodes(ray_nodes: list[dict[str, Any]], selector: str | None) -> list[
     return [n for n in alive if (n.get("Resources") or {}).get(selector, 0) > 0]
 
 
+def check_shared_hosts(nodes: list[dict[str, Any]], template: str) -> None:
+    """Nodes on one host share its disk: without ``{node}`` they would all write one folder."""
+    if NODE_PLACEHOLDER in template:
+        return
+    hosts = Counter(n.get("NodeManagerAddress") for n in nodes)
+    host, count = hosts.most_common(1)[0] if hosts else (None, 0)
+    if count > 1:
+        raise UsageError(f"{count} of the selected Ray nodes run on one host ({host}) and "
+                         f"would share the folder {template}",
+                         "put {node} in -o DIR (each node gets its own folder), or pick one "
+                         "node per host with --ray-nodes")
+
+
 def short_names(node_ids: list[str]) -> list[str]:
     """The first 12 hex digits of each node id (the full ids if two would clash)."""
     short = [n[:12] for n in node_ids]
@@ -176,6 +195,7 @@ async def _pull_cluster(ray: Any, source: ResolvedSource, template: str, config:
     if not chosen:
         raise UsageError(f"no alive Ray node matches --ray-nodes {selector}" if selector
                          else "the Ray cluster has no alive node")
+    check_shared_hosts(chosen, template)
     ids = [n["NodeID"] for n in chosen]
     names = short_names(ids)
     manifest = await with_sizes(source.manifest, config)

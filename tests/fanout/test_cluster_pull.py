@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from weightlift.downloader.engine import EngineConfig
+from weightlift.downloader.errors import UsageError
 from weightlift.downloader.fanout import pull_cluster
 from weightlift.downloader.manifest import Manifest, validate_manifest
 from weightlift.downloader.pull import pull
@@ -190,3 +191,13 @@ async def test_expiring_urls_are_refreshed_once_for_the_whole_cluster(
     # One refresh per lifetime or so for the cluster, not one per node (or per worker).
     assert len(calls) <= report.seconds / (lifetime * 0.5) + 2
     assert origin.emu.total_bytes_served <= 1.1 * origin.model_bytes
+
+
+async def test_nodes_of_one_host_without_the_placeholder_are_refused(
+        ray_cluster: Any, origin: Any, tmp_path: Path) -> None:
+    source = resolve_local([str(origin.manifest_path)])
+    origin.emu.reset_counters()
+    with pytest.raises(UsageError, match="3 of the selected Ray nodes run on one host"):
+        await pull_cluster(source, str(tmp_path / "shared"), EngineConfig())
+    assert not (tmp_path / "shared").exists()
+    assert origin.emu.total_bytes_served == 0

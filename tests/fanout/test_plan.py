@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from weightlift.downloader.errors import UsageError
-from weightlift.downloader.fanout.driver import select_nodes, short_names
+from weightlift.downloader.fanout.driver import check_shared_hosts, select_nodes, short_names
 from weightlift.downloader.fanout.plan import check_template, node_dir, plan_cluster
 from weightlift.downloader.manifest import Manifest, ManifestFile
 from weightlift.downloader.planner import plan_file
@@ -62,3 +62,12 @@ def test_node_selection_by_resource_or_label() -> None:
     assert select_nodes(nodes, "tier=train") == []
     assert short_names(["ab" * 28, "cd" * 28]) == ["ab" * 6, "cd" * 6]
     assert short_names(["a" * 56, "a" * 55 + "b"]) == ["a" * 56, "a" * 55 + "b"]
+
+
+def test_nodes_sharing_a_host_need_the_placeholder() -> None:
+    same = [{"NodeManagerAddress": "10.0.0.1"}, {"NodeManagerAddress": "10.0.0.1"}]
+    check_shared_hosts(same, "/m/{node}")
+    check_shared_hosts([{"NodeManagerAddress": "10.0.0.1"}, {"NodeManagerAddress": "10.0.0.2"}],
+                       "/m")
+    with pytest.raises(UsageError, match=r"2 of the selected Ray nodes run on one host"):
+        check_shared_hosts(same, "/m")
