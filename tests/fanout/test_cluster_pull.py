@@ -118,7 +118,8 @@ def _pull_task_pids() -> list[int]:
 
 
 async def test_a_killed_node_fails_alone_and_resumes(
-        ray_cluster: Any, origin: Any, tmp_path: Path) -> None:
+        ray_cluster: Any, origin: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """kill -9 of one node's pull process mid-pull: the other nodes finish verified (its
     unfinished origin chunks go to them), the command reports that node failed (exit 3), and
     a re-run on that node resumes from its journal."""
@@ -136,11 +137,14 @@ async def test_a_killed_node_fails_alone_and_resumes(
 
     origin.emu.reset_counters()
     origin.emu.total_rate = 15e6  # slower, so that the kill lands mid-pull
+    started = time.monotonic()
     try:
         report = await pull_cluster(source, template, config, budget=16 * MiB,
                                     on_progress=kill_one)
     finally:
         origin.emu.total_rate = 40e6
+    first_run = {"seconds": round(time.monotonic() - started, 2),
+                 "origin_over_model": round(origin.emu.total_bytes_served / origin.model_bytes, 3)}
     assert victim, "no pull process was found to kill"
     failed = [n for n in report.nodes if not n.ok]
     assert len(failed) == 1, [(n.name, n.ok, n.error) for n in report.nodes]
@@ -159,6 +163,10 @@ async def test_a_killed_node_fails_alone_and_resumes(
     assert_holds_model(Path(again.nodes[0].output), origin)
     assert again.nodes[0].bytes_from_origin < origin.model_bytes
     assert origin.emu.total_bytes_served == again.nodes[0].bytes_from_origin
+    with capsys.disabled():
+        print("\nkill figures:", json.dumps({
+            "killed_run": first_run, "rerun_seconds": round(again.seconds, 2),
+            "rerun_origin_over_model": round(again.origin_bytes / origin.model_bytes, 3)}))
 
 
 async def test_expiring_urls_are_refreshed_once_for_the_whole_cluster(
