@@ -84,3 +84,11 @@ def test_the_command_pulls_onto_every_node_with_per_node_json(
     assert totals["origin_bytes"] == origin.emu.total_bytes_served
     assert totals["origin_over_model"] <= 1.1
     assert totals["object_store_peak"] <= totals["object_store_budget"]
+
+
+def test_ray_is_imported_only_for_a_cluster_pull() -> None:
+    code = ("import sys, weightlift.cli.main, weightlift.cli.pull_cmd, weightlift.downloader.pull, "
+            "weightlift.downloader.fanout; print('ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
