@@ -25,6 +25,7 @@ from weightlift.downloader.fanout.plan import (
     node_dir,
     plan_cluster,
 )
+from weightlift.downloader.redact import redact_text
 from weightlift.downloader.sources.local import ResolvedSource
 
 DEFAULT_BUDGET = 1 << 30  # object-store bytes the cluster may hold at once (published chunks)
@@ -236,8 +237,8 @@ async def _pull_cluster(ray: Any, source: ResolvedSource, template: str, config:
                     await coord.leave.remote(node_id)
                     reports[node_id] = NodeReport(
                         node_id, name, node_dir(template, name), False, EXIT_TRANSFER_FAILED,
-                        error=f"node {name}: {_death(exc)}; run the same command again to "
-                              "resume (finished bytes are kept)")
+                        error=f"{_death(exc)}; run the same command again to resume "
+                              "(finished bytes are kept)")
         stats = await coord.stats.remote()
     except BaseException:
         for ref in refs.values():
@@ -267,7 +268,9 @@ def _death(exc: BaseException) -> str:
         return "its pull task's process died"
     if "NodeDied" in kind:
         return "the node left the cluster"
-    return f"its pull task failed ({kind})"
+    cause = getattr(exc, "cause", None) or exc
+    last = (str(cause).strip().splitlines() or [""])[-1]
+    return f"its pull task failed ({type(cause).__name__}: {redact_text(last)[:200]})"
 
 
 async def _serve_refreshes(coord: Any, source: ResolvedSource) -> None:
