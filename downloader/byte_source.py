@@ -1,10 +1,11 @@
-"""Where a chunk's bytes come from: the seam between the engine and the network.
+"""Where a file's bytes come from: the seam between the engine and the network.
 
-The engine asks a ``ByteSource`` for bytes [asked.start, asked.end) of one file and hands it a
-``Sink`` that writes them at their offsets in the part file (journal, hash frontier and
-finalisation stay the engine's). ``EngineConfig.byte_source = None`` means plain HTTP
-(``HttpByteSource``); the Ray fan-out (``weightlift.downloader.fanout``) plugs in a source that
-takes most chunks from peer nodes instead of origin.
+The engine hands a ``ByteSource`` one request at a time (``Asked``: bytes [start, end) of one
+file) and a ``Sink`` bound to that request; the source writes the bytes through the sink, in
+order, and returns an ``Answer``. The default is ``HttpByteSource`` (aiohttp, one shared session);
+another source (chunks fetched on other machines) plugs in through ``EngineConfig.byte_source``.
+Everything else (journal, hash frontier, finalise, receipt, header check) is the engine's,
+whichever source is used.
 """
 
 from __future__ import annotations
@@ -13,31 +14,32 @@ from typing import Protocol
 
 import aiohttp
 
-from weightlift.downloader.fetch import Answer, fetch_range
+from weightlift.downloader.fetch import Pace, Throttle, fetch_range
 from weightlift.downloader.response_check import Asked
+from weightlift.downloader.sink import Answer, Sink
 
-
-class Sink(Protocol):
-    def write(self, offset: int, data: bytes | memoryview) -> bool:
-        """Synchronous: checks that the request is still current and pwrites ``data`` at
-        ``offset``; False means "superseded: stop reading now" (nothing was written)."""
-        ...
+__all__ = ["Answer", "Asked", "ByteSource", "HttpByteSource", "Sink"]
 
 
 class ByteSource(Protocol):
     async def fetch(self, rel: str, url: str, asked: Asked, sink: Sink) -> Answer:
-        """Deliver bytes [asked.start, asked.end) of ``rel`` to ``sink``, in order; raise fetch's
-        NetworkError / StatusError / Rejected / Abandon like ``fetch_range``."""
+        """Deliver ``asked`` of the object at ``url`` to ``sink``. Raises ``errors.NetworkError``
+        (retry), ``StatusError`` (classify), ``Rejected`` (judged not to be written),
+        ``Abandon`` (superseded), or a ``WeightliftError`` (local disk, bad redirect)."""
         ...
 
 
 class HttpByteSource:
-    """Bytes straight from storage, over one shared aiohttp session."""
+    """The default ``ByteSource``: HTTP(S) through one shared aiohttp session."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, read_size: int = 1 << 20) -> None:
+    def __init__(self, session: aiohttp.ClientSession, pace: Pace | None = None,
+                 throttle: Throttle | None = None, *, read_size: int | None = None) -> None:
         self._session = session
-        self._read_size = read_size
+        self._pace = pace or Pace()
+        if read_size is not None:
+            self._pace = Pace(self._pace.header_timeout, self._pace.min_speed,
+                              self._pace.min_speed_window, read_size)
+        self._throttle = throttle
 
     async def fetch(self, rel: str, url: str, asked: Asked, sink: Sink) -> Answer:
-        return await fetch_range(self._session, url, asked, -1, lambda off, n: True,
-                                 read_size=self._read_size, sink=sink)
+        return await fetch_range(self._session, url, asked, sink, self._pace, self._throttle)

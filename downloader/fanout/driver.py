@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightlift.downloader.engine import EngineConfig
+from weightlift.downloader.config import EngineConfig
 from weightlift.downloader.errors import (
     EXIT_OK,
     EXIT_TRANSFER_FAILED,

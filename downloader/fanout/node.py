@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,22 +17,25 @@ import aiohttp
 import numpy as np
 import ray
 
-from weightlift.downloader.byte_source import HttpByteSource, Sink
-from weightlift.downloader.engine import EngineConfig, _user_agent
+from weightlift.downloader.byte_source import Answer, HttpByteSource, Sink
+from weightlift.downloader.config import EngineConfig
+from weightlift.downloader.engine import _user_agent
 from weightlift.downloader.errors import (
     EXIT_OK,
     EXIT_TRANSFER_FAILED,
     EXIT_VERIFY_FAILED,
+    Abandon,
+    Rejected,
     TransferFailed,
     WeightliftError,
 )
 from weightlift.downloader.events import BytesReceived, Event, FileFinished, PullStarted
 from weightlift.downloader.fanout.plan import ChunkPlan, ClusterChunk
-from weightlift.downloader.fetch import Abandon, Answer
+from weightlift.downloader.fetch import Pace
 from weightlift.downloader.manifest import Manifest
 from weightlift.downloader.pull import pull
 from weightlift.downloader.redact import redact_text
-from weightlift.downloader.response_check import Asked
+from weightlift.downloader.response_check import Asked, Decision, Verdict
 from weightlift.downloader.sources.local import ResolvedSource
 
 PROGRESS_EVERY = 0.5  # seconds between a node's progress reports to the coordinator
@@ -41,6 +45,7 @@ PROGRESS_EVERY = 0.5  # seconds between a node's progress reports to the coordin
 class OwnerAnswer:
     """What origin said about the object, passed with a published chunk to its readers."""
 
+    total: int | None
     etag: str | None
     last_modified: str | None
     headers: dict[str, str]
@@ -82,6 +87,17 @@ class _Tee:
         self._counters = counters
         self.received = 0
 
+    def answered(self, decision: Decision, headers: Mapping[str, str]) -> None:
+        """Storage's judged answer, before the first byte: passed on to the engine's sink
+        (when it takes answers) as the answer to the range it asked for."""
+        if decision.whole and not self._chunk.whole:
+            # A 200 to the chunk's Range request: this storage ignores Range, which a cluster
+            # pull cannot split; nothing was written.
+            raise Rejected(Decision(Verdict.BAD_RESPONSE, "storage ignored a Range request"))
+        answered = getattr(self._sink, "answered", None)
+        if answered is not None:
+            answered(replace(decision, whole=False), headers)
+
     def write(self, offset: int, data: bytes | memoryview) -> bool:
         n = len(data)
         start = offset - self._chunk.start
@@ -113,6 +129,14 @@ class RayByteSource:
         pieces = self._plan.pieces(rel, asked.start, asked.end)
         if not pieces:  # not in the plan (a size the plan did not know): plain HTTP
             return await self._origin(rel, url, asked, sink)
+        answered = getattr(sink, "answered", None)
+        if asked.may_be_whole and asked.ranged and answered is not None:
+            # The engine sends a file's first range alone until storage proves it answers Range
+            # requests. A cluster pull is all ranges (a chunk answered whole is refused by the
+            # _Tee, nothing written): say so now, so that every node queues the file's other
+            # ranges at once and in the same order (nodes asking in different orders would fill
+            # the object-store budget with chunks the others do not want yet).
+            answered(Decision(Verdict.WRITE, total=asked.size), {})
         written = 0
         answer: Answer | None = None
         for chunk, lo, hi in pieces:
@@ -148,7 +172,7 @@ class RayByteSource:
             del view, data
             self._coord.written.remote(chunk.index, self._node)
             own: OwnerAnswer = meta
-            return Answer(None, own.etag, own.last_modified, own.headers, hi - lo)
+            return Answer(own.total, own.etag, own.last_modified, own.headers, hi - lo)
 
     async def _own(self, rel: str, url: str, asked: Asked, chunk: ClusterChunk, lo: int,
                    hi: int, sink: Sink) -> Answer:
@@ -164,7 +188,7 @@ class RayByteSource:
             self._coord.abandon.remote(chunk.index, self._node)
             raise TransferFailed(f"{rel}: chunk {chunk.start}-{chunk.end - 1} came short")
         ref = ray.put(tee.buf)
-        meta = OwnerAnswer(answer.etag, answer.last_modified, dict(answer.headers))
+        meta = OwnerAnswer(answer.total, answer.etag, answer.last_modified, dict(answer.headers))
         await self._coord.publish.remote(chunk.index, self._node, [ref], meta)
         del ref
         return replace(answer, written=hi - lo)
@@ -173,11 +197,22 @@ class RayByteSource:
         counters = self._counters
 
         class _Counting:
+            def answered(self, decision: Decision, headers: Mapping[str, str]) -> None:
+                answered = getattr(sink, "answered", None)
+                if answered is not None:
+                    answered(decision, headers)
+
             def write(self, offset: int, data: bytes | memoryview) -> bool:
                 counters.origin += len(data)
                 return sink.write(offset, data)
 
         return await self._http.fetch(rel, url, asked, _Counting())
+
+
+def _pace(cfg: EngineConfig) -> Pace:
+    """The request time limits the engine gives its own HTTP source."""
+    return Pace(header_timeout=cfg.header_timeout, min_speed=cfg.min_speed,
+                min_speed_window=cfg.min_speed_window, read_size=cfg.read_size)
 
 
 def _session(config: EngineConfig) -> aiohttp.ClientSession:
@@ -231,8 +266,7 @@ async def _run_node(spec: NodeSpec, coord: Any) -> dict[str, Any]:
     try:
         async with _session(spec.config) as session:
             source = RayByteSource(spec.plan, coord, spec.node_id,
-                                   HttpByteSource(session, read_size=spec.config.read_size),
-                                   counters)
+                                   HttpByteSource(session, _pace(spec.config)), counters)
             config = replace(spec.config, byte_source=source, chunk_size=spec.plan.chunk_size)
             resolved = ResolvedSource(spec.manifest, refresh if spec.can_refresh else None,
                                       spec.expected_params, spec.description)

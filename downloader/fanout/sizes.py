@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import aiohttp
 
-from weightlift.downloader.engine import EngineConfig
-from weightlift.downloader.errors import TransferFailed
-from weightlift.downloader.fetch import NetworkError, StatusError, probe_size
+from weightlift.downloader.config import EngineConfig
+from weightlift.downloader.errors import NetworkError, StatusError, TransferFailed
+from weightlift.downloader.fetch import probe as probe_object
 from weightlift.downloader.manifest import Manifest, ManifestFile
 
 
@@ -29,7 +29,8 @@ async def with_sizes(manifest: Manifest, config: EngineConfig) -> Manifest:
         async def probe(f: ManifestFile) -> ManifestFile:
             async with sem:
                 try:
-                    size, ranged = await probe_size(session, f.url)
+                    probed = await probe_object(session, f.url)
+                    size, ranged = probed.size, probed.ranged
                 except (StatusError, NetworkError) as exc:
                     raise TransferFailed(f"{f.rel}: cannot learn its size for the cluster "
                                          f"plan ({exc})") from None

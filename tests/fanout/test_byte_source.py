@@ -10,9 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from weightlift.downloader.byte_source import HttpByteSource, Sink
-from weightlift.downloader.engine import EngineConfig
-from weightlift.downloader.fetch import Answer
+from weightlift.downloader.byte_source import Answer, HttpByteSource, Sink
+from weightlift.downloader.config import EngineConfig
 from weightlift.downloader.manifest import validate_manifest
 from weightlift.downloader.pull import pull
 from weightlift.downloader.receipt import load_receipt

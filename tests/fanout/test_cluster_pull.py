@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from weightlift.downloader.engine import EngineConfig
+from weightlift.downloader.config import EngineConfig
 from weightlift.downloader.errors import UsageError
 from weightlift.downloader.fanout import pull_cluster
 from weightlift.downloader.manifest import Manifest, validate_manifest
