@@ -147,6 +147,19 @@ def _common() -> _Parser:
     return common
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("many nodes (Ray; pip install 'weightlift[ray]')")
+    g.add_argument("--ray", action="store_true",
+                   help="pull onto every node of a Ray cluster, origin serving the model once; "
+                        "DIR may hold {node}, the node's id")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the cluster to join (default: $RAY_ADDRESS)")
+    g.add_argument("--ray-nodes", default=None, metavar="RESOURCE|LABEL=VALUE",
+                   help="only the nodes with this custom resource or label (default: all)")
+    g.add_argument("--ray-budget", type=parse_size, default=None, metavar="SIZE",
+                   help="object-store bytes the cluster may hold at once (default 1G)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog="weightlift", description=DESCRIPTION, epilog=EPILOG,
@@ -168,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "whether the disk has room (exit 0, or 3 when it does not fit)")
     pull.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     pull.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_ray_options(pull)
 
     ls = sub.add_parser("ls", help="list a source's files, or a TensorOne job's checkpoints",
                         parents=common, epilog=EPILOG, formatter_class=fmt,

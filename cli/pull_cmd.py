@@ -142,6 +142,10 @@ async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Name
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray or args.ray_address or args.ray_nodes or args.ray_budget:
+        from weightlift.cli.ray_cmd import run as run_ray
+
+        return run_ray(args)
     progress = Progress(quiet=args.quiet or args.json)
     seen: list[Path] = []
     try:
