@@ -20,8 +20,23 @@ from weightlift.emulator.runs import RunScript
 URL_LIFETIME = 2.0  # seconds: short enough that the pull has to refresh its URLs on the way
 # Object stores cap each connection (S3: ~85-90 MB/s). The demo's cap holds the whole pull to
 # about 100 MB/s whatever the connection count, so 256 MiB takes ~2.7 s: long enough for the
-# 2 s URLs to be refreshed on the way.
-PER_CONNECTION_RATE = 100_000_000 // DEFAULT_CONNECTIONS
+# 2 s URLs to be refreshed on the way. A smaller model is served slower, so that its pull
+# still outlives a URL (refreshing is what the demo shows).
+# A refresh happens when a request starts after its URL aged: the ranges must come in several
+# waves, so a small model gets fewer connections (about four 2 MiB ranges each).
+TOTAL_RATE = 100_000_000
+MIN_PULL_SECONDS = 2.5 * URL_LIFETIME
+
+
+def demo_connections(model_bytes: int) -> int:
+    return max(2, min(DEFAULT_CONNECTIONS, model_bytes // (8 << 20)))
+
+
+def per_connection_rate(model_bytes: int) -> int:
+    """Storage's per-connection cap: the whole pull at most TOTAL_RATE, and at least
+    MIN_PULL_SECONDS long."""
+    total = min(TOTAL_RATE, model_bytes / MIN_PULL_SECONDS)
+    return max(1, int(total // demo_connections(model_bytes)))
 POLL_INTERVAL = 0.5  # the demo's run is accelerated, so it is watched more closely than 5 s
 
 
@@ -44,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         ThreadedPlatforms,
     )
 
-    out = WatchOutput(json_mode=False, quiet=args.quiet)
+    out = WatchOutput(json_mode=False, quiet=args.quiet, source="axom://jobs/<demo>")
     say = out.say
     with tempfile.TemporaryDirectory(prefix="weightlift-demo-") as tmp:
         model_dir = Path(args.output) if args.output else Path(tmp) / "model"
@@ -55,24 +70,24 @@ def run(args: argparse.Namespace) -> int:
         say(f"1/4 generating the run's model: a {human_bytes(args.size)} sharded safetensors "
             "checkpoint (BF16/F16/F32/I64)")
         emu.prepare(job_id)
-        emu.storage.inject("*", Fault.throttle(PER_CONNECTION_RATE), times=1_000_000)
+        rate = per_connection_rate(args.size)
+        emu.storage.inject("*", Fault.throttle(rate), times=1_000_000)
         with ThreadedPlatforms(emu) as platforms:
             source = f"axom://jobs/{job_id}"
             say(f"2/4 emulated Axom API on {platforms.axom_base}, storage on "
                 f"{platforms.storage_base} (presigned URLs live {URL_LIFETIME:g} s, each "
-                f"connection capped at {PER_CONNECTION_RATE / 1e6:.1f} MB/s)")
+                f"connection capped at {rate / 1e6:.2f} MB/s)")
             say(f"3/4 weightlift watch {source} --pull -o {model_dir}")
             watch_args = argparse.Namespace(
                 source=source, interval=POLL_INTERVAL, pull=True, output=str(model_dir),
-                connections=None, chunk_size=None, no_verify=False, expect_params=None,
-                quiet=args.quiet, json=False)
+                connections=demo_connections(args.size), chunk_size=None, no_verify=False,
+                expect_params=None, quiet=args.quiet, json=False)
             code, report = asyncio.run(run_cancellable(
                 watch_then_pull(watch_args, out, WatchStage(), env=platforms.env())))
         if code == 0 and report is not None:
-            v = report.get("verification") or {}
-            say(f"4/4 gate passed: {v.get('params', 0):,} parameters, exactly the params_after "
+            say(f"4/4 gate passed: {report.params or 0:,} parameters, exactly the params_after "
                 f"the platform reported; the URLs were refreshed "
-                f"{report['totals']['refreshes']} time(s) during the pull")
+                f"{report.totals.refreshes} time(s) during the pull")
             if not args.output:
                 say("(the model was in a temporary folder; pass -o DIR to keep it)")
         return code

@@ -32,10 +32,11 @@ def human_bytes(n: float) -> str:
 class Progress:
     """Callable sink for engine events."""
 
-    def __init__(self, *, quiet: bool, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, *, quiet: bool, stream: TextIO | None = None) -> None:
+        # sys.stderr as it is now, not at import: a caller (or pytest) may have replaced it.
+        self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
-        self.tty = stream.isatty() and not quiet
+        self.tty = self.stream.isatty() and not quiet
         self._total: Any = None
         self._bars: dict[str, Any] = {}
         self._file_count = 0
@@ -55,6 +56,9 @@ class Progress:
         if isinstance(event, PullStarted):
             self._file_count = event.files
             if self.tty:
+                if event.resumed_bytes:  # the bar starts part-full: say why, once
+                    self.say(f"resuming: {human_bytes(event.resumed_bytes)} of "
+                             f"{human_bytes(event.total_bytes)} already here")
                 from tqdm import tqdm
 
                 self._total = tqdm(total=event.total_bytes, initial=event.resumed_bytes,
@@ -90,7 +94,7 @@ class Progress:
                 if target is not None:
                     target.update(-event.lost_bytes)
         elif isinstance(event, FileFailed):
-            self.say(f"{event.rel}: failed: {event.reason}")
+            pass  # said once, with the other failures, when the pull ends
         elif isinstance(event, ManifestRefreshed):
             if event.proactive:
                 self.say("presigned URLs about to expire: manifest refreshed ahead of time")
@@ -99,10 +103,20 @@ class Progress:
         elif isinstance(event, Retrying):
             pass  # logged at INFO; a bar line per retry would drown the bars
 
-    def close(self) -> None:
+    def close(self, *, interrupted: bool = False) -> None:
+        """Close the bars. After Ctrl-C the terminal has echoed "^C" into the bar's line:
+        the total bar is redrawn over it and the line erased past it, so no stray "^" is
+        left, and the next message starts on a fresh line."""
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
         if self._total is not None:
+            if interrupted and self.tty:
+                self._total.refresh()  # "\r" + the bar: over the echoed ^C
+                self.stream.write("\x1b[K")  # erase anything the echo left past the bar
             self._total.close()
             self._total = None
+        elif interrupted and self.tty:
+            self.stream.write("\r\x1b[K")
+        if interrupted and self.tty:
+            self.stream.flush()

@@ -1,65 +1,35 @@
-"""`weightlift pull`: resolve the sources, download, verify, report."""
+"""`weightlift pull`: call the API's pull, show progress, print the report and failures."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from weightlift.cli.progress import Progress, human_bytes
-from weightlift.downloader.engine import EngineConfig, PullResult
-from weightlift.downloader.errors import (
-    EXIT_OK,
-    EXIT_TRANSFER_FAILED,
-    EXIT_VERIFY_FAILED,
-    WeightliftError,
-)
-from weightlift.downloader.planner import DEFAULT_CONNECTIONS
-from weightlift.downloader.pull import pull
-from weightlift.downloader.redact import redact_obj, redact_text
-from weightlift.downloader.retry import RetryPolicy
+from weightlift.downloader.engine import EngineConfig
+from weightlift.downloader.errors import EXIT_INTERRUPTED, WeightliftError
 from weightlift.downloader.sources.local import ResolvedSource
+from weightlift.pulling import (
+    PullOptions,
+    pull_resolved,
+    run_pull,
+    safetensors_header_check,
+    shown_source,
+)
+from weightlift.reports import PullReport, Totals
+from weightlift.selection import Selection
 
 T = TypeVar("T")
+__all__ = ["engine_config", "pull_and_verify", "run", "run_cancellable",
+           "safetensors_header_check"]
 
-
-def safetensors_header_check(rel: str, prefix: bytes, size: int) -> int:
-    """Fail fast on a shard whose header can never load (see EngineConfig.header_check)."""
-    if not rel.endswith(".safetensors"):
-        return 0
-    from weightlift.verify.header import header_length_needed, parse_header
-
-    need = header_length_needed(prefix)
-    if need is None:
-        return 8
-    if len(prefix) < need:
-        return need
-    parse_header(prefix[:need], size)
-    return 0
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    # WEIGHTLIFT_STALL_TIMEOUT / WEIGHTLIFT_RETRY_BASE exist for tests and unusual links.
-    return EngineConfig(
-        connections=args.connections or DEFAULT_CONNECTIONS,
-        chunk_size=args.chunk_size,
-        stall_timeout=_env_float("WEIGHTLIFT_STALL_TIMEOUT", 30.0),
-        retry=RetryPolicy(backoff_base=_env_float("WEIGHTLIFT_RETRY_BASE", 0.25)),
-        header_check=None if args.no_verify else safetensors_header_check,
-    )
+MAX_ERROR_LINES = 10  # distinct failure lines printed before "… and N more"
 
 
 async def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
@@ -81,85 +51,94 @@ async def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
             pass
 
 
-MAX_ERROR_LINES = 10  # distinct failure lines printed before "… and N more"
+def pull_options(args: argparse.Namespace) -> PullOptions:
+    return PullOptions(
+        connections=args.connections, chunk_size=args.chunk_size,
+        expect_params=args.expect_params, verify=not args.no_verify,
+        # getattr: `watch`, the demo and the bench harness build their own namespaces.
+        selection=Selection.of(getattr(args, "include", None), getattr(args, "exclude", None)),
+        max_rate=getattr(args, "max_rate", None), dry_run=getattr(args, "dry_run", False))
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine settings for these arguments and the WEIGHTLIFT_* environment (for callers
+    that drive the engine themselves, such as the Ray fan-out)."""
+    from weightlift.pulling import engine_config as config_for
+    from weightlift.settings import env_settings
+
+    return config_for(pull_options(args), env_settings(os.environ))
+
+
+def failed_report(sources: list[str], output: Path | None, exc: WeightliftError | None,
+                  code: int) -> PullReport:
+    """The report of a pull that ended before it had one (bad SOURCE, platform error, Ctrl-C):
+    the same shape as any other."""
+    return PullReport(
+        ok=False, exit_code=code, error=exc.one_line() if exc else "interrupted",
+        source=shown_source(sources), output=str(output) if output is not None else "",
+        totals=Totals(files=0, bytes=0, bytes_fetched=0, bytes_present=0, seconds=0.0,
+                      throughput_mb_s=0.0))
+
+
+def tell(report: PullReport, progress: Progress, *, table: bool = True) -> None:
+    """The person's lines after a pull: each distinct failure once (no "done" after one); a
+    dry run's table on stdout unless ``table`` is False (--json prints the document)."""
+    failures = list(dict.fromkeys(f.error for f in report.files if f.error
+                                  and f.status == "failed"))
+    for line in failures[:MAX_ERROR_LINES]:
+        print(f"weightlift: error: {line}", file=sys.stderr)
+    if len(failures) > MAX_ERROR_LINES:
+        print(f"weightlift: error: … and {len(failures) - MAX_ERROR_LINES} more failed "
+              "file(s); --json lists each", file=sys.stderr)
+    for problem in report.problems:
+        print(f"weightlift: verification failed: {problem}", file=sys.stderr)
+    if report.dry_run:
+        if table and not progress.quiet:
+            print_plan(report)
+        if report.error:
+            print(f"weightlift: error: {report.error}", file=sys.stderr)
+        return
+    if report.ok:
+        t = report.totals
+        progress.say(f"done: {t.files} file(s) in {report.output}; fetched "
+                     f"{human_bytes(t.bytes_fetched)} in {t.seconds:.1f}s "
+                     f"({t.throughput_mb_s:.0f} MB/s)")
+
+
+def print_plan(report: PullReport) -> None:
+    """A dry run's table, on stdout (it is the command's answer, not progress)."""
+    width = max([len(f.rel) for f in report.files] + [4])
+    print(f"{'file':<{width}}  {'size':>10}  {'here':>10}  status")
+    for f in report.files:
+        size = human_bytes(f.size) if f.size is not None else "?"
+        print(f"{f.rel:<{width}}  {size:>10}  {human_bytes(f.bytes_present):>10}  {f.status}"
+              + (f"  ({f.error})" if f.error else ""))
+    disk = report.disk
+    if disk is not None:
+        print(f"to fetch: {human_bytes(disk.needed_bytes)} of {human_bytes(report.totals.bytes)}"
+              f" into {report.output}; free there: {human_bytes(disk.free_bytes)} -> "
+              + ("fits" if disk.fits else "DOES NOT FIT"))
+
+
+async def pull_for_cli(sources: list[str], output: str | None, args: argparse.Namespace,
+                       progress: Progress, *, env: Mapping[str, str] | None = None,
+                       seen: list[Path] | None = None) -> PullReport:
+    """The API's pull with the CLI's progress; ``seen`` receives the output folder."""
+    return await run_pull(sources, output, pull_options(args), progress,
+                          env=os.environ if env is None else env,
+                          on_output=seen.append if seen is not None else None)
 
 
 async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Namespace,
                           progress: Progress) -> tuple[int, dict[str, Any]]:
-    """Pull and verify inside the caller's event loop (a platform source's API session, which
-    refreshes the URLs, lives there); returns the exit code and the JSON report."""
-    try:
-        result = await pull(source, out, engine_config(args), progress)
-    finally:
-        progress.close()
-    report = pull_report(result, out)
-    code = EXIT_OK
-    failed = [f for f in result.files if f.status == "failed"]
-    if failed:
-        # A file that can never be right (1) outranks bad input (2) and transfer trouble (3).
-        code = min(f.exit_code or EXIT_TRANSFER_FAILED for f in failed)
-        # One line per distinct failure (files that failed for one shared reason say it
-        # once), and no wall of lines when thousands of files failed: --json lists them all.
-        lines = list(dict.fromkeys(redact_text(f.error or "") for f in failed))
-        for line in lines[:MAX_ERROR_LINES]:
-            print(f"weightlift: error: {line}", file=sys.stderr)
-        if len(lines) > MAX_ERROR_LINES:
-            print(f"weightlift: error: … and {len(lines) - MAX_ERROR_LINES} more failed "
-                  "file(s); --json lists each", file=sys.stderr)
-        report["ok"] = False
-        report["exit_code"] = code
-        return code, report
-    expected = args.expect_params if args.expect_params is not None else source.expected_params
-    report["expected_params"] = expected
-    has_weights = any(f.rel.endswith(".safetensors") for f in result.files)
-    if not args.no_verify and (has_weights or expected is not None):
-        from weightlift.verify.checkpoint import verify_directory
+    """Pull an already-resolved source (the bench harness drives this) and tell the person;
+    returns the exit code and the JSON report as a dict."""
+    from weightlift.settings import env_settings
 
-        # Off the loop: it reads every header and asks the safetensors library for a second
-        # opinion, and the loop may still be serving an emulator or a watch.
-        vreport = await asyncio.to_thread(
-            verify_directory, out, expect_params=expected, deep=False, check_hashes=False,
-            progress=False)
-        report["verification"] = json.loads(vreport.model_dump_json())
-        if not vreport.ok:
-            for problem in vreport.problems:
-                print(f"weightlift: verification failed: {problem}", file=sys.stderr)
-            code = EXIT_VERIFY_FAILED
-        else:
-            progress.say(f"verified: {vreport.params:,} parameters"
-                         + (f" = expected {expected:,}" if expected is not None else ""))
-    report["ok"] = code == EXIT_OK
-    report["exit_code"] = code
-    mbps = result.bytes_fetched / result.seconds / 1e6 if result.seconds else 0.0
-    progress.say(f"done: {len(result.files)} file(s) in {out}; fetched "
-                 f"{human_bytes(result.bytes_fetched)} in {result.seconds:.1f}s ({mbps:.0f} MB/s)")
-    return code, report
-
-
-def pull_report(result: PullResult, out: Path) -> dict[str, Any]:
-    total = sum(f.size for f in result.files)
-    return {
-        "ok": result.ok,
-        "output": str(out),
-        "files": [
-            {"rel": f.rel, "size": f.size, "sha256": f.sha256, "status": f.status,
-             "bytes_fetched": f.bytes_fetched, **({"error": f.error} if f.error else {})}
-            for f in result.files
-        ],
-        "totals": {
-            "files": len(result.files),
-            "bytes": total,
-            "bytes_fetched": result.bytes_fetched,
-            "seconds": round(result.seconds, 3),
-            "throughput_mb_s": round(result.bytes_fetched / result.seconds / 1e6, 1)
-            if result.seconds else 0.0,
-            "refreshes": result.refreshes,
-            "retries": result.retries,
-            "restarts": result.restarts,
-        },
-        "verification": None,
-        "expected_params": None,
-    }
+    report = await pull_resolved([source.description], source, out, pull_options(args),
+                                 progress, settings=env_settings(os.environ))
+    tell(report, progress)
+    return report.exit_code, report.to_dict()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,21 +147,27 @@ def run(args: argparse.Namespace) -> int:
 
         return run_ray(args)
     progress = Progress(quiet=args.quiet or args.json)
-
-    async def resolve_then_pull() -> tuple[int, dict[str, Any]]:
-        from weightlift.downloader.sources.resolve import open_source
-
-        async with open_source(args.sources) as source:
-            progress.say(f"source: {source.description}")
-            return await pull_and_verify(source, Path(args.output), args, progress)
-
+    seen: list[Path] = []
     try:
-        code, report = asyncio.run(run_cancellable(resolve_then_pull()))
+        report = asyncio.run(run_cancellable(
+            pull_for_cli(args.sources, args.output, args, progress, seen=seen)))
     except WeightliftError as exc:
+        progress.close()
         if args.json:  # still exactly one JSON document for a CI gate to parse
-            print(json.dumps(redact_obj(
-                {"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code})))
+            print(failed_report(args.sources, seen[-1] if seen else _given(args), exc,
+                                exc.exit_code).to_json())
         raise
+    except KeyboardInterrupt:
+        progress.close(interrupted=True)
+        if args.json:
+            print(failed_report(args.sources, seen[-1] if seen else _given(args), None,
+                                EXIT_INTERRUPTED).to_json())
+        raise
+    tell(report, progress, table=not args.json)
     if args.json:
-        print(json.dumps(redact_obj(report), indent=1))
-    return code
+        print(report.to_json())
+    return report.exit_code
+
+
+def _given(args: argparse.Namespace) -> Path | None:
+    return Path(args.output) if args.output else None

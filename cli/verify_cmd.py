@@ -1,4 +1,8 @@
-"""`weightlift verify DIR`: validate a checkpoint, print the report, exit 0 or 1."""
+"""`weightlift verify DIR`: validate a checkpoint, print the report, exit 0 or 1.
+
+Each problem is said once, as one line on stderr; the table (or JSON) on stdout only counts
+them.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from weightlift.downloader.errors import EXIT_OK, EXIT_VERIFY_FAILED
-from weightlift.verify.checkpoint import verify_directory
+from weightlift.checking import check_folder, table
+from weightlift.downloader.errors import WeightliftError
+from weightlift.reports import VerifyReport
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the checks; the table (or JSON) goes to stdout, one line per problem to stderr."""
-    show_progress = sys.stderr.isatty() and not args.quiet
-    report = verify_directory(Path(args.directory), expect_params=args.expect_params,
-                              deep=args.deep, check_hashes=not args.no_hash,
-                              progress=show_progress)
+    show_progress = sys.stderr.isatty() and not args.quiet and not args.json
+    try:
+        report = check_folder(Path(args.directory), args.expect_params, args.deep,
+                              not args.no_hash, show_progress)
+    except WeightliftError as exc:
+        if args.json:  # a document even when there was nothing to check
+            print(VerifyReport(ok=False, exit_code=exc.exit_code, error=exc.one_line(),
+                               directory=str(args.directory),
+                               expected_params=args.expect_params).to_json())
+        raise
     if args.json:
-        print(report.model_dump_json(indent=1))
-    elif not args.quiet or not report.ok:
-        print(report.to_table())
-    for line in report.problem_lines():
+        print(report.to_json())
+    elif not args.quiet:
+        print(table(report))
+    for line in report.problems:
         print(f"weightlift: verification failed: {line}", file=sys.stderr)
-    return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
+    return report.exit_code

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from weightlift.downloader.errors import (
 )
 from weightlift.downloader.redact import redact_obj, redact_text
 from weightlift.downloader.sources.run_status import RunSnapshot
+from weightlift.reports import PullReport
 
 # A fixed-width bar: the metrics after it change length, and tqdm would squeeze the bar instead.
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar:20}| {percentage:3.0f}%{postfix}"
@@ -49,8 +51,10 @@ class WatchOutput:
     the step progress as a tqdm bar on a TTY; -q keeps only status lines and errors."""
 
     def __init__(self, *, json_mode: bool, quiet: bool, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None) -> None:
+                 stderr: TextIO | None = None, source: str = "") -> None:
         self.json_mode = json_mode
+        self.source = source
+        self.job_id: str | None = None
         self.quiet = quiet
         self.stdout = stdout if stdout is not None else sys.stdout
         self.stderr = stderr if stderr is not None else sys.stderr
@@ -59,11 +63,19 @@ class WatchOutput:
         self.done_sent = False
 
     def event(self, event: dict[str, Any]) -> None:
+        if event.get("job_id"):
+            self.job_id = str(event["job_id"])
         if not self.json_mode:
             return
+        from weightlift.reports import WatchEvent
+
+        # Every line is a schema-1 document: the source and job id on each, then the view's
+        # own fields for that event.
+        doc = WatchEvent.model_validate(
+            {"source": self.source, "job_id": self.job_id, **event}).to_dict()
         # allow_nan=False: the view already turned NaN into null; a stray one must not
         # produce a line that strict JSON parsers reject.
-        print(json.dumps(redact_obj(event), allow_nan=False), file=self.stdout, flush=True)
+        print(json.dumps(redact_obj(doc), allow_nan=False), file=self.stdout, flush=True)
         if event.get("event") == "done":
             self.done_sent = True
 
@@ -128,7 +140,8 @@ def run(args: argparse.Namespace, *, env: Mapping[str, str] | None = None,
     """Watch (and maybe pull); returns the exit code, raises WeightliftError for main to print."""
     from weightlift.cli.pull_cmd import run_cancellable
 
-    out = WatchOutput(json_mode=args.json, quiet=args.quiet, stdout=stdout, stderr=stderr)
+    out = WatchOutput(json_mode=args.json, quiet=args.quiet, stdout=stdout, stderr=stderr,
+                      source=args.source)
     stage = WatchStage()
     try:
         code, _report = asyncio.run(
@@ -154,7 +167,7 @@ def run(args: argparse.Namespace, *, env: Mapping[str, str] | None = None,
 async def watch_then_pull(args: argparse.Namespace, out: WatchOutput, stage: WatchStage, *,
                           env: Mapping[str, str] | None = None,
                           now: Callable[[], datetime] = _local_now
-                          ) -> tuple[int, dict[str, Any] | None]:
+                          ) -> tuple[int, PullReport | None]:
     """Follow the run; when it completed and --pull was given, pull and verify it. Returns the
     exit code and the pull's report (None without --pull)."""
     last = await watch_run(args.source, out, interval=args.interval, env=env, now=now)
@@ -162,16 +175,22 @@ async def watch_then_pull(args: argparse.Namespace, out: WatchOutput, stage: Wat
         raise run_failed_error(last, pulling=bool(args.pull))
     if not args.pull:
         return EXIT_OK, None
-    from weightlift.cli.pull_cmd import pull_and_verify
+    from weightlift.cli.pull_cmd import pull_options, tell
     from weightlift.downloader.sources.resolve import open_source
+    from weightlift.pulling import pull_resolved
+    from weightlift.settings import env_settings
 
     stage.pulling = True
     progress = Progress(quiet=args.quiet or args.json, stream=out.stderr)
+    settings = env_settings(os.environ if env is None else env)
     async with open_source([args.source], env) as source:
         out.say(f"pulling {source.description} into {args.output}", status=False)
-        code, report = await pull_and_verify(source, Path(args.output), args, progress)
-    out.event({"event": "pull", "report": report})
-    return code, report
+        report = await pull_resolved([args.source], source, Path(args.output),
+                                     pull_options(args), progress, settings=settings)
+    tell(report, progress)
+    out.event({"event": "pull", "report": report.to_dict(), "exit_code": report.exit_code,
+               "error": report.error})
+    return report.exit_code, report
 
 
 async def watch_run(source: str, out: WatchOutput, *, interval: float | None = None,

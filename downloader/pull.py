@@ -18,8 +18,11 @@ async def pull(
     out_dir: Path,
     config: EngineConfig,
     emit: Callable[[Event], None] = lambda e: None,
+    *,
+    origin: str | None = None,
 ) -> PullResult:
-    """Download every file of ``source`` into ``out_dir``; resumable, verified per file."""
+    """Download every file of ``source`` into ``out_dir``; resumable, verified per file.
+    ``origin`` (the SOURCE as the user gave it, redacted) is recorded in the receipt."""
     work = WorkArea(out_dir)
     work.create()
     work.lock()
@@ -29,6 +32,7 @@ async def pull(
         if result.ok:
             write_receipt(out_dir, Receipt(
                 model_id=source.manifest.model_id,
+                source=origin,
                 expected_params=source.expected_params,
                 files=[ReceiptFile(rel=fr.rel, size=fr.size, sha256=fr.sha256 or "",
                                    source=fr.source, etag=fr.etag) for fr in result.files],

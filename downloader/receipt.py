@@ -39,6 +39,7 @@ class Receipt(BaseModel):
     model_config = ConfigDict(extra="ignore")
     version: int = 1
     model_id: str | None = None
+    source: str | None = None  # the SOURCE argument(s), redacted (None: an older receipt)
     expected_params: int | None = None
     files: list[ReceiptFile] = Field(default_factory=list)
 

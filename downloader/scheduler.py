@@ -156,7 +156,7 @@ class Scheduler:
         self.restarts += 1
         slot.reset_hash()
         await self.journaler.restarted(slot)
-        log.warning("%s: starting over: %s", slot.rel, restart.reason)
+        log.info("%s: starting over: %s", slot.rel, restart.reason)  # the UI says it
         self.emit(FileRestarted(slot.rel, restart.reason, restart.lost))
         self._carry_out(slot, rest)
 

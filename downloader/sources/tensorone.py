@@ -232,7 +232,7 @@ async def resolve_tensorone(client: TensorOneClient, ref: PlatformRef) -> Resolv
         ckpt = _find(listing, ref.checkpoint_id)
         if ckpt is None:
             raise PlatformError(f"checkpoint {ref.checkpoint_id} not found in job {job_id}",
-                                f"list them: weightlift watch tensorone://jobs/{job_id}")
+                                f"list them: weightlift ls tensorone://jobs/{job_id}")
     else:
         ckpt = latest_checkpoint(listing)
         if ckpt is None:

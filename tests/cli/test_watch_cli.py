@@ -211,7 +211,9 @@ def test_unknown_job_in_json_mode_ends_with_an_error_line(
     assert exc.exit_code == 4
     assert "no-such-job" in exc.one_line()
     (line,) = out.splitlines()
-    assert json.loads(line) == {"event": "error", "error": exc.one_line(), "exit_code": 4}
+    assert json.loads(line) == {"schema": 1, "kind": "watch", "source": "axom://jobs/no-such-job",
+                                "job_id": None, "report": None, "event": "error",
+                                "error": exc.one_line(), "exit_code": 4}
 
 
 def test_already_completed_run_exits_0_at_once(watched_platforms: ThreadedPlatforms) -> None:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,8 +179,10 @@ def test_not_enough_disk_fails_up_front_with_exit_3(threaded_storage, tmp_path):
         {"rel": "a.bin", "size": huge, "url": threaded_storage.presign("a.bin")}]}))
     out = _weightlift("pull", str(path), "-o", str(tmp_path / "out"), "--json")
     assert out.returncode == 3, out.stderr
-    assert json.loads(out.stdout) == {"ok": False, "exit_code": 3,
-                                      "error": out.stderr.split("error: ", 1)[1].strip()}
+    doc = json.loads(out.stdout)  # a failure has the same shape as a success (schema 1)
+    assert (doc["schema"], doc["kind"], doc["ok"], doc["exit_code"]) == (1, "pull", False, 3)
+    assert doc["error"] == out.stderr.split("error: ", 1)[1].strip()
+    assert doc["output"] == str(tmp_path / "out")
     assert "no space left" in out.stderr
     assert "nothing was fetched" in out.stderr
     assert threaded_storage.emu.total_bytes_served == 0
@@ -189,6 +192,10 @@ def test_demo_runs_the_whole_flow(tmp_path):
     out = _weightlift("demo", "-o", str(tmp_path / "model"), "--size", "32M")
     assert out.returncode == 0, out.stderr
     assert "4/4 gate passed" in out.stderr
+    # Issue 12 §3.10: a small demo model still shows a refresh (its pull outlives a URL).
+    refreshed = re.search(r"refreshed (\d+) time", out.stderr)
+    assert refreshed, out.stderr
+    assert int(refreshed.group(1)) >= 1, out.stderr
     assert (tmp_path / "model" / ".weightlift" / "receipt.json").exists()
     check = _weightlift("verify", str(tmp_path / "model"))
     assert check.returncode == 0, check.stderr
