@@ -97,7 +97,7 @@ def _positive_float(text: str) -> float:
 
 
 SOURCE_HELP = ("axom://jobs/<id>, axom://models/<id>, tensorone://jobs/<id>[/checkpoints/<id>], "
-               "a manifest JSON file, or http(s) URLs")
+               "hf://ORG/NAME[@REVISION], a manifest JSON file, or http(s) URLs")
 
 
 def _add_pull_options(p: argparse.ArgumentParser) -> None:
@@ -119,8 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", help="download (and verify) a model")
     pull.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
-    pull.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    pull.add_argument("-o", "--output", default=None, metavar="DIR",
+                      help="output folder (required unless --hf-cache)")
     _add_pull_options(pull)
+    pull.add_argument("--hf-cache", nargs="?", const="", default=None, metavar="DIR",
+                      help="hf:// only: write into the Hugging Face cache layout in DIR "
+                           "(default: the cache huggingface_hub uses) instead of -o DIR")
     pull.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     pull.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
@@ -188,6 +192,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         _setup_logging(args.verbose)
         if args.command == "pull":
+            if args.output is None and args.hf_cache is None:
+                raise UsageError("pull needs -o DIR", "where should the model go?")
+            if args.output is not None and args.hf_cache is not None:
+                raise UsageError("--hf-cache replaces -o DIR", "pass one of them")
             from weightlift.cli.pull_cmd import run as run_pull
 
             return run_pull(args)

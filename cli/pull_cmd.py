@@ -170,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
 
         async with open_source(args.sources) as source:
             progress.say(f"source: {source.description}")
+            if getattr(args, "hf_cache", None) is not None:
+                from weightlift.downloader.sources.hf_cache import pull_into_hf_cache
+
+                return await pull_into_hf_cache(
+                    source, args.sources, args.hf_cache,
+                    lambda out: pull_and_verify(source, out, args, progress), progress.say)
             return await pull_and_verify(source, Path(args.output), args, progress)
 
     try:

@@ -1,0 +1,129 @@
+"""`--hf-cache [DIR]`: land an hf:// pull in the Hugging Face cache layout, so `transformers`,
+vLLM and `snapshot_download(..., local_files_only=True)` find it offline.
+
+    DIR/models--ORG--NAME/blobs/<etag>                 the content (LFS: its sha256; other
+                                                       files: their git blob id)
+    DIR/models--ORG--NAME/snapshots/<commit>/<file>    relative symlinks to the blobs
+    DIR/models--ORG--NAME/refs/<revision>              the commit (unless a commit was asked)
+
+The pull itself runs as any other, into `DIR/models--ORG--NAME/.weightlift-staging/` (resumable,
+verified, "a final name is always whole and right"); once it succeeded, every file is hard-linked
+into `blobs/` (same filesystem: no copy, no second write) and the snapshot's symlinks and the ref
+are each replaced atomically. The staging folder keeps its files and receipt, so a re-run
+fetches nothing and `weightlift verify` still works on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from weightlift.downloader.errors import EXIT_OK, UsageError, write_failed
+from weightlift.downloader.manifest import Manifest
+from weightlift.downloader.sources.hf_uri import COMMIT, HfRef, is_hf_uri, parse_hf_uri
+from weightlift.downloader.sources.local import ResolvedSource
+
+__all__ = ["STAGING", "default_cache_dir", "link_snapshot", "pull_into_hf_cache",
+           "repo_folder"]
+
+STAGING = ".weightlift-staging"
+
+
+def default_cache_dir() -> Path:
+    """The cache `huggingface_hub` uses (`HF_HUB_CACHE`, else `HF_HOME/hub`)."""
+    from weightlift.downloader.sources.hf import _import_hub
+
+    return Path(_import_hub().constants.HF_HUB_CACHE)
+
+
+def repo_folder(cache: Path, ref: HfRef) -> Path:
+    """`models--ORG--NAME` (or `datasets--…`) under ``cache``, as `huggingface_hub` names it."""
+    return cache / "--".join([f"{ref.repo_type}s", *ref.repo_id.split("/")])
+
+
+def git_blob_id(path: Path) -> str:
+    """The git object id of the file at ``path``: the Hub's ETag for a regular file."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size, usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace_with_symlink(target: str, link: Path) -> None:
+    tmp = link.with_name(f".{link.name}.weightlift-tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _link_blob(src: Path, blob: Path) -> None:
+    """Put ``src``'s content at ``blob`` (a hard link; a copy where links are refused)."""
+    if blob.is_file() and not blob.is_symlink() and blob.stat().st_size == src.stat().st_size:
+        return  # content-addressed: the same name is the same content
+    tmp = blob.with_name(f".{blob.name}.weightlift-tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, blob)
+
+
+def link_snapshot(repo_dir: Path, staging: Path, ref: HfRef, commit: str,
+                  manifest: Manifest) -> Path:
+    """Lay the pulled files of ``staging`` out as the snapshot of ``commit``; return its path.
+    Raises TransferFailed/DiskFull (exit 3) when the cache cannot be written."""
+    blobs = repo_dir / "blobs"
+    snapshot = repo_dir / "snapshots" / commit
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+        for f in manifest.files:
+            src = staging / f.rel
+            etag = f.sha256 or git_blob_id(src)
+            _link_blob(src, blobs / etag)
+            link = snapshot / f.rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            _replace_with_symlink(os.path.relpath(blobs / etag, link.parent), link)
+        if ref.revision != commit:
+            ref_file = repo_dir / "refs" / ref.revision
+            ref_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref_file.with_name(f".{ref_file.name}.weightlift-tmp")
+            tmp.write_text(commit)  # no newline: huggingface_hub reads the file whole
+            os.replace(tmp, ref_file)
+    except OSError as exc:
+        raise write_failed(exc, repo_dir, "the Hugging Face cache") from None
+    return snapshot
+
+
+async def pull_into_hf_cache(
+    source: ResolvedSource, sources: list[str], cache_arg: str,
+    pull_and_verify: Callable[[Path], Awaitable[tuple[int, dict[str, Any]]]],
+    say: Callable[[str], None],
+) -> tuple[int, dict[str, Any]]:
+    """Run ``pull_and_verify`` into the staging folder of the cache (``cache_arg``, or the
+    default cache when empty), then link the snapshot; the report gains `hf_cache_snapshot`."""
+    if len(sources) != 1 or not is_hf_uri(sources[0]):
+        raise UsageError("--hf-cache needs one hf:// SOURCE")
+    ref = parse_hf_uri(sources[0])
+    commit = source.manifest.version or ""
+    if not COMMIT.fullmatch(commit):
+        raise UsageError("--hf-cache needs the commit of the source, which it does not have")
+    cache = Path(cache_arg).expanduser() if cache_arg else default_cache_dir()  # noqa: ASYNC240
+    repo_dir = repo_folder(cache, ref)
+    staging = repo_dir / STAGING
+    code, report = await pull_and_verify(staging)
+    if code == EXIT_OK:
+        snapshot = await asyncio.to_thread(link_snapshot, repo_dir, staging, ref, commit,
+                                           source.manifest)
+        report["hf_cache_snapshot"] = str(snapshot)
+        say(f"Hugging Face cache: {snapshot}")
+    return code, report
