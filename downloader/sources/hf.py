@@ -56,6 +56,7 @@ class HubFileInfo:
 def _import_hub() -> Any:
     try:
         import huggingface_hub
+        import huggingface_hub.constants  # not one of the package's lazy attributes
     except ImportError:
         raise UsageError("hf:// sources need the Hugging Face Hub client, which is not "
                          "installed", HUB_EXTRA_HINT) from None

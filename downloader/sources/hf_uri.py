@@ -67,6 +67,8 @@ def parse_hf_uri(text: str) -> HfRef:
         parts = parts[1:]
     if parts[0] == "spaces":
         raise bad("Spaces are not model weights; pull a model or a dataset")
+    if parts[0] in ("datasets", "models"):  # reserved on the Hub: never an ORG
+        raise bad(f"expected {parts[0]}/ORG/NAME")
     if len(parts) != 2 or not all(parts):
         raise bad("expected ORG/NAME")
     for part in parts:

@@ -1,0 +1,131 @@
+"""The Hub stand-in, driven by the real `huggingface_hub` client: the calls it makes for model
+info, file listing and `resolve` get the Hub's answers (headers, redirects, errors), for public,
+private and gated repositories, revisions and datasets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+hf = pytest.importorskip("huggingface_hub")
+import huggingface_hub.constants  # noqa: E402
+from huggingface_hub import errors as hf_errors  # noqa: E402
+
+from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub, git_blob_id  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client otherwise asks huggingface.co (unreachable here) for a registry of agents.
+    monkeypatch.setattr(hf.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoHub, ThreadedHub]]:
+    demo = demo_hub(tmp_path_factory.mktemp("hub"), model_bytes=256 << 10, url_lifetime=1.0)
+    with ThreadedHub(demo.hub) as th:
+        yield demo, th
+
+
+def api(th: ThreadedHub, token: str | bool = False) -> object:
+    return hf.HfApi(endpoint=th.endpoint, token=token)
+
+
+def test_model_info_lists_sizes_oids_lfs_and_params(served: tuple[DemoHub, ThreadedHub]) -> None:
+    demo, th = served
+    info = api(th).model_info(demo.model, files_metadata=True)  # type: ignore[attr-defined]
+    assert info.sha == demo.main_commit
+    assert info.safetensors.total == demo.params
+    by_name = {s.rfilename: s for s in info.siblings}
+    assert set(by_name) == {p.relative_to(demo.src).as_posix()
+                            for p in demo.src.rglob("*") if p.is_file()}
+    shard = by_name["model-00001-of-00002.safetensors"]
+    import hashlib
+
+    data = (demo.src / shard.rfilename).read_bytes()
+    assert shard.lfs is not None and shard.lfs.sha256 == hashlib.sha256(data).hexdigest()
+    assert shard.size == len(data)
+    config = by_name["config.json"]
+    assert config.lfs is None
+    assert config.blob_id == git_blob_id((demo.src / "config.json").read_bytes())
+
+
+def test_revisions_branch_tag_commit(served: tuple[DemoHub, ThreadedHub]) -> None:
+    demo, th = served
+    a = api(th)
+    assert a.model_info(demo.model, revision="v1").sha == demo.first_commit  # type: ignore[attr-defined]
+    assert a.model_info(demo.model, revision=demo.first_commit).sha == demo.first_commit  # type: ignore[attr-defined]
+    with pytest.raises(hf_errors.RevisionNotFoundError):
+        a.model_info(demo.model, revision="nope")  # type: ignore[attr-defined]
+
+
+def test_tree_listing(served: tuple[DemoHub, ThreadedHub]) -> None:
+    demo, th = served
+    entries = list(api(th).list_repo_tree(demo.model, recursive=True))  # type: ignore[attr-defined]
+    files = {e.path: e for e in entries if isinstance(e, hf.hf_api.RepoFile)}
+    assert "tokenizer/vocab.json" in files
+    assert files["model-00002-of-00002.safetensors"].lfs is not None
+    assert any(isinstance(e, hf.hf_api.RepoFolder) and e.path == "tokenizer" for e in entries)
+
+
+def test_resolve_headers_and_expiring_redirect(served: tuple[DemoHub, ThreadedHub]) -> None:
+    demo, th = served
+    url = hf.hf_hub_url(demo.model, "model.safetensors.index.json", endpoint=th.endpoint)
+    meta = hf.get_hf_file_metadata(url, token=False, endpoint=th.endpoint)
+    assert meta.commit_hash == demo.main_commit and meta.location == url  # served by the Hub
+    shard = "model-00001-of-00002.safetensors"
+    meta = hf.get_hf_file_metadata(hf.hf_hub_url(demo.model, shard, endpoint=th.endpoint),
+                                   token=False, endpoint=th.endpoint)
+    assert meta.location.startswith(demo.hub.storage_base_url + "/")
+    assert meta.size == (demo.src / shard).stat().st_size
+    with httpx2.Client() as client:
+        head = client.head(hf.hf_hub_url(demo.model, shard, endpoint=th.endpoint))
+        assert head.status_code == 302
+        assert head.headers["X-Linked-Etag"] == head.headers["ETag"] == f'"{meta.etag}"'
+        assert head.headers["X-Linked-Size"] == str(meta.size)
+        assert client.get(meta.location).content == (demo.src / shard).read_bytes()
+        time.sleep(1.2)  # the presigned URL lives one second
+        assert client.get(meta.location).status_code == 403
+
+
+def test_download_with_the_real_client(served: tuple[DemoHub, ThreadedHub],
+                                       tmp_path: Path) -> None:
+    demo, th = served
+    path = hf.snapshot_download(demo.model, endpoint=th.endpoint, token=False,
+                                cache_dir=tmp_path / "cache")
+    for rel in ("config.json", "model-00002-of-00002.safetensors", "tokenizer/vocab.json"):
+        assert (Path(path) / rel).read_bytes() == (demo.src / rel).read_bytes()
+    old = hf.hf_hub_download(demo.model, "config.json", revision="v1", endpoint=th.endpoint,
+                             token=False, cache_dir=tmp_path / "cache")
+    assert Path(old).read_bytes() == b'{"model_type": "draft"}\n'
+    data = hf.hf_hub_download(demo.dataset, "data/train.parquet", repo_type="dataset",
+                              endpoint=th.endpoint, token=False, cache_dir=tmp_path / "cache")
+    assert Path(data).stat().st_size == 200_000
+
+
+def test_private_and_gated_errors(served: tuple[DemoHub, ThreadedHub], tmp_path: Path) -> None:
+    demo, th = served
+    token = demo.hub.token
+    with pytest.raises(hf_errors.RepositoryNotFoundError) as no_token:
+        api(th).model_info(demo.private)  # type: ignore[attr-defined]
+    assert no_token.value.response.status_code == 401
+    assert api(th, token).model_info(demo.private).private is True  # type: ignore[attr-defined]
+    with pytest.raises(hf_errors.RepositoryNotFoundError) as missing:
+        api(th, token).model_info("weightlift/missing")  # type: ignore[attr-defined]
+    assert missing.value.response.status_code == 404
+    assert missing.value.response.headers["X-Error-Code"] == "RepoNotFound"
+    assert api(th).model_info(demo.gated).gated == "manual"  # type: ignore[attr-defined]
+    kw = {"endpoint": th.endpoint, "cache_dir": tmp_path / "c"}
+    with pytest.raises(hf_errors.GatedRepoError) as anon:
+        hf.hf_hub_download(demo.gated, "config.json", token=False, **kw)
+    assert anon.value.response.status_code == 401
+    with pytest.raises(hf_errors.GatedRepoError) as refused:
+        hf.hf_hub_download(demo.gated, "config.json", token=token, **kw)
+    assert refused.value.response.status_code == 403
+    with pytest.raises(hf_errors.HfHubHTTPError) as bad:
+        api(th, "hf_wrong_token").model_info(demo.model)  # type: ignore[attr-defined]
+    assert bad.value.response.status_code == 401
