@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 hf = pytest.importorskip("huggingface_hub")
-import huggingface_hub.constants  # noqa: E402
+hf_constants = pytest.importorskip("huggingface_hub.constants")
 from huggingface_hub import errors as hf_errors  # noqa: E402
 
 from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub, git_blob_id  # noqa: E402
@@ -21,7 +21,7 @@ from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub, git_blob_id 
 @pytest.fixture(autouse=True)
 def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     # The client otherwise asks huggingface.co (unreachable here) for a registry of agents.
-    monkeypatch.setattr(hf.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def test_model_info_lists_sizes_oids_lfs_and_params(served: tuple[DemoHub, Threa
     import hashlib
 
     data = (demo.src / shard.rfilename).read_bytes()
-    assert shard.lfs is not None and shard.lfs.sha256 == hashlib.sha256(data).hexdigest()
+    assert shard.lfs is not None
+    assert shard.lfs.sha256 == hashlib.sha256(data).hexdigest()
     assert shard.size == len(data)
     config = by_name["config.json"]
     assert config.lfs is None
@@ -76,7 +77,8 @@ def test_resolve_headers_and_expiring_redirect(served: tuple[DemoHub, ThreadedHu
     demo, th = served
     url = hf.hf_hub_url(demo.model, "model.safetensors.index.json", endpoint=th.endpoint)
     meta = hf.get_hf_file_metadata(url, token=False, endpoint=th.endpoint)
-    assert meta.commit_hash == demo.main_commit and meta.location == url  # served by the Hub
+    assert meta.commit_hash == demo.main_commit
+    assert meta.location == url
     shard = "model-00001-of-00002.safetensors"
     meta = hf.get_hf_file_metadata(hf.hf_hub_url(demo.model, shard, endpoint=th.endpoint),
                                    token=False, endpoint=th.endpoint)

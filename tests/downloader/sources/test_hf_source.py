@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 hf = pytest.importorskip("huggingface_hub")
-import huggingface_hub.constants  # noqa: E402
+hf_constants = pytest.importorskip("huggingface_hub.constants")
 
 from weightlift.downloader.errors import (  # noqa: E402
     EXIT_PLATFORM,
@@ -30,7 +30,7 @@ from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub  # noqa: E402
 @pytest.fixture(autouse=True)
 def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     # The client otherwise asks huggingface.co (unreachable here) for a registry of agents.
-    monkeypatch.setattr(hf.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ async def test_public_model_manifest(served: tuple[DemoHub, ThreadedHub]) -> Non
         for rel, f in files.items():
             assert f.size == (demo.src / rel).stat().st_size
             if rel.endswith(".safetensors"):  # LFS: checked, fetched from storage
-                assert f.sha256 is not None and len(f.sha256) == 64
+                assert f.sha256 is not None
+                assert len(f.sha256) == 64
                 assert origin(f.url) == demo.hub.storage_base_url
             else:  # public: straight from the Hub, at the pinned commit
                 assert f.sha256 is None
@@ -112,7 +113,8 @@ async def test_private_repo_files_come_through_the_relay(
     async with open_source([f"hf://{demo.private}"], env=th.env) as src:
         config = src.manifest.by_rel()["config.json"]
         relay = origin(config.url)
-        assert relay.startswith("http://127.0.0.1:") and relay != th.endpoint
+        assert relay.startswith("http://127.0.0.1:")
+        assert relay != th.endpoint
         expected = (demo.src / "config.json").read_bytes()
         async with aiohttp.ClientSession() as session:
             async with session.get(URL(config.url, encoded=True),
@@ -156,9 +158,11 @@ async def test_errors_are_one_line_exit_4(served: tuple[DemoHub, ThreadedHub], w
         async with open_source([source], env=env):
             pass
     line = err.value.one_line()
-    assert said in line and "\n" not in line
+    assert said in line
+    assert "\n" not in line
     assert err.value.exit_code == EXIT_PLATFORM
-    assert demo.hub.token not in line and "hf_wrong_token_123" not in line
+    assert demo.hub.token not in line
+    assert "hf_wrong_token_123" not in line
 
 
 def test_without_the_extra_one_line_exit_2(tmp_path: Path) -> None:
