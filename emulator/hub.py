@@ -363,7 +363,8 @@ class DemoHub:
 
 
 def demo_hub(workdir: Path, *, model_bytes: int = 1 << 20, shards: int = 2,
-             url_lifetime: float = 600.0, token: str | None = None) -> DemoHub:
+             url_lifetime: float = 600.0, token: str | None = None,
+             storage: StorageEmulator | None = None) -> DemoHub:
     """A Hub with one model (public, private and gated copies) and one dataset, generated
     into ``workdir``: a real safetensors checkpoint, its config, and a tokenizer in a folder."""
     from weightlift.emulator.model_gen import generate_checkpoint
@@ -375,7 +376,7 @@ def demo_hub(workdir: Path, *, model_bytes: int = 1 << 20, shards: int = 2,
     (src / "README.md").write_text("# tiny-model\nA synthetic checkpoint for weightlift.\n")
     files: dict[str, bytes | Path] = {p.relative_to(src).as_posix(): p
                                       for p in sorted(src.rglob("*")) if p.is_file()}
-    hub = HubEmulator(url_lifetime=url_lifetime, token=token)
+    hub = HubEmulator(storage, url_lifetime=url_lifetime, token=token)
     model, private, gated = "weightlift/tiny-model", "weightlift/private-model", \
         "weightlift/gated-model"
     hub.create_repo(model, params=ck.params)
@@ -392,3 +393,15 @@ def demo_hub(workdir: Path, *, model_bytes: int = 1 << 20, shards: int = 2,
                          "data/train.parquet": secrets.token_bytes(200_000)},
                repo_type="dataset")
     return DemoHub(hub, model, private, gated, dataset, ck.params, src, first, main)
+
+
+def announce(demo: DemoHub, endpoint: str) -> list[str]:
+    """What `python -m weightlift.emulator` prints about the Hub: where, and what to try."""
+    env = f"HF_ENDPOINT={endpoint} HF_TOKEN={demo.hub.token}"
+    return [
+        f"  Hugging Face Hub: {endpoint}   token {demo.hub.token}",
+        f"    {demo.model} (public, tag v1), {demo.private} (private), {demo.gated} (gated, "
+        f"not granted), datasets/{demo.dataset}",
+        f"  {env} weightlift pull hf://{demo.model} -o ./hf-model",
+        f"  {env} weightlift pull hf://{demo.private}@main --hf-cache ./hf-cache",
+    ]

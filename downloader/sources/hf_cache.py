@@ -21,6 +21,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,11 @@ async def pull_into_hf_cache(
     staging = repo_dir / STAGING
     code, report = await pull_and_verify(staging)
     if code == EXIT_OK:
+        # What was pulled: the manifest may have been filtered (--include/--exclude) on the way.
+        pulled = {f.get("rel") for f in report.get("files", [])}
+        files = tuple(f for f in source.manifest.files if f.rel in pulled)
         snapshot = await asyncio.to_thread(link_snapshot, repo_dir, staging, ref, commit,
-                                           source.manifest)
+                                           replace(source.manifest, files=files))
         report["hf_cache_snapshot"] = str(snapshot)
         say(f"Hugging Face cache: {snapshot}")
     return code, report

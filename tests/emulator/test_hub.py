@@ -131,3 +131,44 @@ def test_private_and_gated_errors(served: tuple[DemoHub, ThreadedHub], tmp_path:
     with pytest.raises(hf_errors.HfHubHTTPError) as bad:
         api(th, "hf_wrong_token").model_info(demo.model)  # type: ignore[attr-defined]
     assert bad.value.response.status_code == 401
+
+
+def test_emulator_main_serves_the_hub_and_prints_how_to_try_it(tmp_path: Path) -> None:
+    """`python -m weightlift.emulator` serves the Hub beside the platforms; the printed
+    command's endpoint and token work with the real client."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "weightlift.emulator", "--port", "0", "--model-size", "256KB",
+         "--workdir", str(tmp_path / "w")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 30
+        while "curl " not in seen and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        cmd = re.search(r"HF_ENDPOINT=(\S+) HF_TOKEN=(\S+) weightlift pull "
+                        r"hf://weightlift/tiny-model -o ", seen)
+        assert cmd, seen
+        assert "--hf-cache" in seen
+        info = hf.HfApi(endpoint=cmd[1], token=cmd[2]).model_info(
+            "weightlift/private-model", files_metadata=True)
+        assert info.private is True
+        assert info.safetensors.total > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 130
+    assert "Traceback" not in err
