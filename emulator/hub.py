@@ -167,6 +167,9 @@ class HubEmulator:
         if auth is not None and auth != f"Bearer {self.token}":
             return _error(401, None, "Invalid credentials in Authorization header")
         authed = auth is not None
+        if parts == ["api", "agent-harnesses"]:  # the client asks for it for its User-Agent
+            return web.json_response({"standardEnvVars": ["AI_AGENT", "AGENT"],
+                                      "harnesses": {}})
         if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in _TYPES:
             return self._api(request, _TYPES[parts[1]], "/".join(parts[2:4]), parts[4:], authed)
         repo_type: RepoType = "model"

@@ -19,6 +19,8 @@ count (the `safetensors.total` the Hub reports, when it does).
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +56,11 @@ class HubFileInfo:
 
 
 def _import_hub() -> Any:
+    # Unless the user chose otherwise: the client would otherwise fetch a registry of AI agents
+    # for its User-Agent and cache it in HF_HOME, a write outside the output folder. Read once,
+    # at the client's import.
+    if "huggingface_hub" not in sys.modules:
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         import huggingface_hub
         import huggingface_hub.constants  # not one of the package's lazy attributes

@@ -93,6 +93,8 @@ def test_public_pull_then_rerun_fetches_nothing(hub: tuple[DemoHub, ThreadedHub]
     assert report(again)["totals"]["bytes_fetched"] == 0
     assert demo.hub.storage.total_bytes_served == served
     no_secrets(demo, first.stdout, first.stderr, again.stdout, again.stderr, tree=out)
+    home = tmp_path / "home"
+    assert not home.exists() or not any(home.iterdir())  # nothing written outside -o DIR
 
 
 def test_private_pull_token_stays_on_the_hub(hub: tuple[DemoHub, ThreadedHub],
