@@ -5,9 +5,9 @@ revisions (branches, tags, commits).
 - `GET /api/{models|datasets}/ORG/NAME[/revision/REV]` (`?blobs=true`: sizes, git oids, LFS
   sha256), `GET /api/{models|datasets}/ORG/NAME/tree/REV[/PATH]` (`?recursive=true`);
 - `HEAD|GET /[datasets/]ORG/NAME/resolve/REV/PATH`: an LFS file answers 302 to the storage
-  emulator (a presigned URL that really expires), a regular file is served by the Hub itself
-  (Range works); both carry `X-Repo-Commit`, `ETag`, and for LFS `X-Linked-Etag` and
-  `X-Linked-Size`;
+  emulator (a presigned URL that really expires); a regular file answers 307 to a same-host
+  `/api/resolve-cache/...` URL that serves it (Range works; `cache_redirects = False` serves it
+  at once); all carry `X-Repo-Commit` and `ETag`, LFS also `X-Linked-Etag` and `X-Linked-Size`;
 - errors as the Hub sends them: `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`,
   `EntryNotFound`, `GatedRepo`) and `X-Error-Message` headers, a JSON `{"error": ...}` body;
   401 for a private or unknown repository asked without a token (the Hub does not say which),
@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -94,6 +94,9 @@ class HubEmulator:
         self.storage = storage if storage is not None else StorageEmulator(bucket="hf-lfs")
         self.storage_base_url = ""
         self.url_lifetime = url_lifetime
+        # As the Hub does: a regular file's `resolve` answers 307 to a same-host
+        # `/api/resolve-cache/...` URL that serves it (auth still required there).
+        self.cache_redirects = True
         self.token = token or "hf_emu" + secrets.token_hex(16)
         self.repos: dict[tuple[RepoType, str], HubRepo] = {}
         self.granted: set[str] = set()  # gated repositories the token may read
@@ -170,6 +173,10 @@ class HubEmulator:
         if parts == ["api", "agent-harnesses"]:  # the client asks for it for its User-Agent
             return web.json_response({"standardEnvVars": ["AI_AGENT", "AGENT"],
                                       "harnesses": {}})
+        if parts[:2] == ["api", "resolve-cache"] and len(parts) >= 7 and parts[2] in _TYPES \
+                and request.method in ("GET", "HEAD"):
+            return self._resolve(request, _TYPES[parts[2]], "/".join(parts[3:5]), parts[5],
+                                 "/".join(parts[6:]), authed, cached=True)
         if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in _TYPES:
             return self._api(request, _TYPES[parts[1]], "/".join(parts[2:4]), parts[4:], authed)
         repo_type: RepoType = "model"
@@ -244,7 +251,7 @@ class HubEmulator:
         return info
 
     def _resolve(self, request: web.Request, repo_type: RepoType, repo_id: str, revision: str,
-                 path: str, authed: bool) -> web.Response:
+                 path: str, authed: bool, cached: bool = False) -> web.Response:
         repo = self._repo(repo_type, repo_id, authed, for_files=True)
         if isinstance(repo, web.Response):
             return repo
@@ -264,6 +271,10 @@ class HubEmulator:
             return web.Response(status=302, headers=headers)
         assert f.data is not None
         headers["ETag"] = f'"{f.blob_id}"'
+        if self.cache_redirects and not cached:
+            kind = "models" if repo_type == "model" else "datasets"
+            headers["Location"] = f"/api/resolve-cache/{kind}/{repo_id}/{sha}/{quote(path)}"
+            return web.Response(status=307, headers=headers)
         sel = select(request.headers.get("Range"), f.size)
         if not sel.satisfiable:
             headers["Content-Range"] = sel.content_range(f.size)
