@@ -176,3 +176,17 @@ def test_without_the_extra_one_line_exit_2(tmp_path: Path) -> None:
         "weightlift: error: hf:// sources need the Hugging Face Hub client, which is not "
         "installed (pip install 'weightlift[hf]')"]
     assert not (tmp_path / "out").exists()
+
+
+async def test_gated_repo_once_granted(served: tuple[DemoHub, ThreadedHub]) -> None:
+    demo, th = served
+    repo = "weightlift/gated-granted"
+    demo.hub.create_repo(repo, gated="auto")
+    commit = demo.hub.commit(repo, {"config.json": b"{}\n", "w.safetensors": b"x" * 100})
+    demo.hub.grant(repo)
+    async with open_source([f"hf://{repo}"], env=th.env) as src:
+        assert src.manifest.version == commit
+        assert src.expected_params is None  # the Hub reports no count for this one
+        config = src.manifest.by_rel()["config.json"]
+        assert config.url.startswith("http://127.0.0.1:")  # through the relay: needs the token
+        assert not config.url.startswith(th.endpoint)
