@@ -23,8 +23,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from weightlift.emulator.hub import announce as announce_hub
-from weightlift.emulator.hub import demo_hub
+from weightlift.emulator.hub_demo import announce as announce_hub
+from weightlift.emulator.hub_demo import demo_hub
 from weightlift.emulator.platforms import ClockFromFirstRequest, PlatformEmulator
 from weightlift.emulator.runs import RunScript, RunTimeline
 from weightlift.emulator.signing import STYLES

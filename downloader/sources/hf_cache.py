@@ -34,6 +34,7 @@ __all__ = ["STAGING", "default_cache_dir", "link_snapshot", "pull_into_hf_cache"
            "repo_folder"]
 
 STAGING = ".weightlift-staging"
+TMP = ".weightlift-tmp"
 
 
 def default_cache_dir() -> Path:
@@ -57,26 +58,51 @@ def git_blob_id(path: Path) -> str:
     return h.hexdigest()
 
 
-def _replace_with_symlink(target: str, link: Path) -> None:
-    tmp = link.with_name(f".{link.name}.weightlift-tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+class _Placer:
+    """Atomic replacement of cache entries: each is made under a temporary name in
+    ``repo_dir/.weightlift-tmp`` (where `huggingface_hub`'s cache scan does not look, so a
+    crash leaves nothing it would call corrupted) and renamed into place."""
 
+    def __init__(self, repo_dir: Path) -> None:
+        self.tmp_dir = repo_dir / TMP
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._n = 0
 
-def _link_blob(src: Path, blob: Path) -> None:
-    """Put ``src``'s content at ``blob`` (a hard link; a copy where links are refused)."""
-    if blob.is_file() and not blob.is_symlink() and blob.stat().st_size == src.stat().st_size:
-        return  # content-addressed: the same name is the same content
-    tmp = blob.with_name(f".{blob.name}.weightlift-tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP):
-            raise
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, blob)
+    def _tmp(self) -> Path:
+        self._n += 1
+        tmp = self.tmp_dir / f"{os.getpid()}-{self._n}"
+        tmp.unlink(missing_ok=True)
+        return tmp
+
+    def symlink(self, target: str, link: Path) -> None:
+        tmp = self._tmp()
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+
+    def text(self, text: str, path: Path) -> None:
+        tmp = self._tmp()
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def blob(self, src: Path, blob: Path) -> None:
+        """``src``'s content at ``blob``: a hard link, or a copy where links are refused."""
+        if blob.is_file() and not blob.is_symlink() and \
+                blob.stat().st_size == src.stat().st_size:
+            return  # content-addressed: the same name is the same content
+        tmp = self._tmp()
+        try:
+            os.link(src, tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP):
+                raise
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, blob)
+
+    def close(self) -> None:
+        try:
+            self.tmp_dir.rmdir()
+        except OSError:
+            pass  # another pull's entries are in it
 
 
 def link_snapshot(repo_dir: Path, staging: Path, ref: HfRef, commit: str,
@@ -86,20 +112,20 @@ def link_snapshot(repo_dir: Path, staging: Path, ref: HfRef, commit: str,
     blobs = repo_dir / "blobs"
     snapshot = repo_dir / "snapshots" / commit
     try:
+        place = _Placer(repo_dir)
         blobs.mkdir(parents=True, exist_ok=True)
         for f in manifest.files:
             src = staging / f.rel
             etag = f.sha256 or git_blob_id(src)
-            _link_blob(src, blobs / etag)
+            place.blob(src, blobs / etag)
             link = snapshot / f.rel
             link.parent.mkdir(parents=True, exist_ok=True)
-            _replace_with_symlink(os.path.relpath(blobs / etag, link.parent), link)
+            place.symlink(os.path.relpath(blobs / etag, link.parent), link)
         if ref.revision != commit:
             ref_file = repo_dir / "refs" / ref.revision
             ref_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ref_file.with_name(f".{ref_file.name}.weightlift-tmp")
-            tmp.write_text(commit)  # no newline: huggingface_hub reads the file whole
-            os.replace(tmp, ref_file)
+            place.text(commit, ref_file)  # no newline: huggingface_hub reads the file whole
+        place.close()
     except OSError as exc:
         raise write_failed(exc, repo_dir, "the Hugging Face cache") from None
     return snapshot

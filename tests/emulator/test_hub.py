@@ -15,7 +15,8 @@ hf = pytest.importorskip("huggingface_hub")
 hf_constants = pytest.importorskip("huggingface_hub.constants")
 from huggingface_hub import errors as hf_errors  # noqa: E402
 
-from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub, git_blob_id  # noqa: E402
+from weightlift.emulator.hub import ThreadedHub, git_blob_id  # noqa: E402
+from weightlift.emulator.hub_demo import DemoHub, demo_hub  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

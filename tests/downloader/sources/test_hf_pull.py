@@ -21,7 +21,8 @@ import pytest
 pytest.importorskip("huggingface_hub")
 
 from weightlift.emulator.faults import Fault  # noqa: E402
-from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub  # noqa: E402
+from weightlift.emulator.hub import ThreadedHub  # noqa: E402
+from weightlift.emulator.hub_demo import DemoHub, demo_hub  # noqa: E402
 
 MODEL_BYTES = 2 << 20
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
@@ -185,8 +186,12 @@ def test_expiring_urls_are_resolved_again(tmp_path: Path) -> None:
 
 OFFLINE_CHECK = """
 import sys
-from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 repo, cache, *revisions = sys.argv[1:]
+scan = scan_cache_dir(cache)  # `hf cache ls` finds nothing odd in what weightlift wrote
+assert not scan.warnings, scan.warnings
+refs = sorted(ref for r in scan.repos for rev in r.revisions for ref in rev.refs)
+assert refs == sorted(revisions), refs
 for revision in revisions:
     print(snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True))
     print(hf_hub_download(repo, "config.json", revision=revision, cache_dir=cache,

@@ -24,7 +24,8 @@ from weightlift.downloader.errors import (  # noqa: E402
 )
 from weightlift.downloader.sources.hf_uri import HfRef, parse_hf_uri  # noqa: E402
 from weightlift.downloader.sources.resolve import open_source  # noqa: E402
-from weightlift.emulator.hub import DemoHub, ThreadedHub, demo_hub  # noqa: E402
+from weightlift.emulator.hub import ThreadedHub  # noqa: E402
+from weightlift.emulator.hub_demo import DemoHub, demo_hub  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
