@@ -196,6 +196,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("pull needs -o DIR", "where should the model go?")
             if args.output is not None and args.hf_cache is not None:
                 raise UsageError("--hf-cache replaces -o DIR", "pass one of them")
+            if args.hf_cache is not None:
+                from weightlift.downloader.sources.hf_cache import check_hf_cache_sources
+
+                check_hf_cache_sources(args.sources)
             from weightlift.cli.pull_cmd import run as run_pull
 
             return run_pull(args)

@@ -30,8 +30,8 @@ from weightlift.downloader.manifest import Manifest
 from weightlift.downloader.sources.hf_uri import COMMIT, HfRef, is_hf_uri, parse_hf_uri
 from weightlift.downloader.sources.local import ResolvedSource
 
-__all__ = ["STAGING", "default_cache_dir", "link_snapshot", "pull_into_hf_cache",
-           "repo_folder"]
+__all__ = ["STAGING", "check_hf_cache_sources", "default_cache_dir", "link_snapshot",
+           "pull_into_hf_cache", "repo_folder"]
 
 STAGING = ".weightlift-staging"
 TMP = ".weightlift-tmp"
@@ -131,6 +131,12 @@ def link_snapshot(repo_dir: Path, staging: Path, ref: HfRef, commit: str,
     return snapshot
 
 
+def check_hf_cache_sources(sources: list[str]) -> None:
+    """The Hugging Face cache holds Hub repositories: one hf:// SOURCE, else UsageError."""
+    if len(sources) != 1 or not is_hf_uri(sources[0]):
+        raise UsageError("--hf-cache needs one hf:// SOURCE")
+
+
 async def pull_into_hf_cache(
     source: ResolvedSource, sources: list[str], cache_arg: str,
     pull_and_verify: Callable[[Path], Awaitable[tuple[int, dict[str, Any]]]],
@@ -138,8 +144,7 @@ async def pull_into_hf_cache(
 ) -> tuple[int, dict[str, Any]]:
     """Run ``pull_and_verify`` into the staging folder of the cache (``cache_arg``, or the
     default cache when empty), then link the snapshot; the report gains `hf_cache_snapshot`."""
-    if len(sources) != 1 or not is_hf_uri(sources[0]):
-        raise UsageError("--hf-cache needs one hf:// SOURCE")
+    check_hf_cache_sources(sources)
     ref = parse_hf_uri(sources[0])
     commit = source.manifest.version or ""
     if not COMMIT.fullmatch(commit):

@@ -232,3 +232,30 @@ def test_hf_cache_is_found_offline(hub: tuple[DemoHub, ThreadedHub], tmp_path: P
     assert Path(v1_path) == repo / "snapshots" / demo.first_commit
     assert Path(v1_config).read_bytes() == draft
     no_secrets(demo, proc.stdout, proc.stderr, tagged.stderr, tree=cache)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["hf://o/n"], "weightlift: error: pull needs -o DIR (where should the model go?)"),
+    (["hf://o/n", "-o", "x", "--hf-cache"],
+     "weightlift: error: --hf-cache replaces -o DIR (pass one of them)"),
+])
+def test_output_arguments(args: list[str], line: str, capsys: pytest.CaptureFixture[str],
+                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from weightlift.cli.main import run
+
+    monkeypatch.chdir(tmp_path)
+    assert run(["pull", *args]) == 2
+    assert capsys.readouterr().err.strip() == line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hf_cache_needs_an_hf_source(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"files": [{"rel": "a", "size": 1,
+                                               "url": "http://127.0.0.1:9/a"}]}))
+    proc = subprocess.run([sys.executable, "-m", "weightlift.cli", "pull", str(manifest),
+                           "--hf-cache", str(tmp_path / "cache")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "weightlift: error: --hf-cache needs one hf:// SOURCE"
+    assert not (tmp_path / "cache").exists()
