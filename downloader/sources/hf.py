@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from weightlift.downloader.errors import PlatformError, UsageError, WeightliftError
 from weightlift.downloader.manifest import Manifest, validate_manifest
 from weightlift.downloader.redact import register_secret
-from weightlift.downloader.sources.hf_uri import HfRef
+from weightlift.downloader.sources.hf_uri import COMMIT, HfRef
 from weightlift.downloader.sources.local import ResolvedSource
 
 if TYPE_CHECKING:
@@ -207,15 +207,31 @@ def expected_params_of(info: Any) -> int | None:
 
 
 class HubManifest:
-    """Builds (and rebuilds, for `refresh`) the manifest of one pinned commit."""
+    """Builds (and rebuilds, for `refresh`) the manifest of one pinned commit; owns the relay,
+    started the first time a file the Hub serves itself needs the token (call `close`)."""
 
-    def __init__(self, client: HubClient, commit: str, files: list[HubFileInfo],
-                 relay: HubRelay | None) -> None:
+    def __init__(self, client: HubClient, commit: str, files: list[HubFileInfo], *,
+                 needs_token: bool) -> None:
         self.client = client
         self.commit = commit
         self.files = files
-        self.relay = relay
-        self.hub_served: set[str] = set()  # files the Hub serves itself (no storage redirect)
+        self.needs_token = needs_token
+        self.relay: HubRelay | None = None
+
+    async def _relayed(self, hub_url: str) -> str:
+        if not self.needs_token:
+            return hub_url  # public: the engine fetches it from the Hub as it is
+        if self.relay is None:
+            from weightlift.downloader.sources.hf_relay import HubRelay
+
+            relay = HubRelay(self.client.endpoint, self.client.token or "")
+            await relay.start()
+            self.relay = relay
+        return self.relay.url_for(hub_url)
+
+    async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
 
     async def build(self) -> Manifest:
         """Ask the Hub where each LFS file is (fresh presigned URLs) and make the manifest."""
@@ -228,11 +244,8 @@ class HubManifest:
         entries: list[dict[str, Any]] = []
         for f in self.files:
             url = located.get(f.rel) if f.sha256 is not None else None
-            if url is None:
-                self.hub_served.add(f.rel)
-                url = self.client.resolve_url(self.commit, f.rel)
-                if self.relay is not None:
-                    url = self.relay.url_for(url)
+            if url is None:  # served by the Hub itself (a regular file, or an odd LFS one)
+                url = await self._relayed(self.client.resolve_url(self.commit, f.rel))
             entry: dict[str, Any] = {"rel": f.rel, "size": f.size, "url": url}
             if f.sha256 is not None:
                 entry["sha256"] = f.sha256
@@ -250,29 +263,15 @@ async def open_hf(ref: HfRef, env: Mapping[str, str]) -> AsyncIterator[ResolvedS
     client = HubClient(ref, env)
     info = await client.info()
     commit = getattr(info, "sha", None)
-    if not isinstance(commit, str) or not commit:
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
         raise HubError(f"{ref}: the Hub did not say which commit the revision is")
     files = files_of(info)
     if not files:
         raise HubError(f"{ref} has no files at commit {commit[:12]}")
-    needs_token = client.token is not None and bool(info.private or info.gated)
-    relay: HubRelay | None = None
-    if needs_token and any(f.sha256 is None for f in files):
-        from weightlift.downloader.sources.hf_relay import HubRelay
-
-        relay = HubRelay(client.endpoint, client.token or "")
-        await relay.start()
+    builder = HubManifest(client, commit, files,
+                          needs_token=client.token is not None and bool(info.private or info.gated))
     try:
-        builder = HubManifest(client, commit, files, relay)
         manifest = await builder.build()
-        if relay is None and needs_token and builder.hub_served:
-            # An LFS file the Hub serves itself (no storage redirect) also needs the relay.
-            from weightlift.downloader.sources.hf_relay import HubRelay
-
-            relay = HubRelay(client.endpoint, client.token or "")
-            await relay.start()
-            builder.relay = relay
-            manifest = await builder.build()
         params = expected_params_of(info) if ref.repo_type == "model" else None
         shown = ref.revision if ref.revision == commit else f"{ref.revision}, commit {commit[:12]}"
         yield ResolvedSource(
@@ -280,5 +279,4 @@ async def open_hf(ref: HfRef, env: Mapping[str, str]) -> AsyncIterator[ResolvedS
             f"{ref.url_prefix}{ref.repo_id} ({shown}; {len(files)} file(s)"
             + (f", {params:,} parameters" if params else "") + ")")
     finally:
-        if relay is not None:
-            await relay.close()
+        await builder.close()

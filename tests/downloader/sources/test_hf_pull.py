@@ -157,7 +157,6 @@ def test_kill9_mid_pull_resumes(hub: tuple[DemoHub, ThreadedHub], tmp_path: Path
         if child.poll() is None:
             child.kill()
             child.wait(timeout=10)
-    before = storage.total_bytes_served
     assert not all((out / s).exists() for s in SHARDS)  # it was killed mid-pull
     storage.clear_faults()
     proc = wl("pull", f"hf://{demo.model}", "-o", str(out), "--json",
@@ -166,7 +165,7 @@ def test_kill9_mid_pull_resumes(hub: tuple[DemoHub, ThreadedHub], tmp_path: Path
     same_files(demo, out)
     model = sum((demo.src / s).stat().st_size for s in SHARDS)
     assert 0 < rep["totals"]["bytes_fetched"] < model  # resumed, not restarted
-    assert before + (storage.total_bytes_served - before) <= model * 1.25
+    assert storage.total_bytes_served <= model * 1.25  # what the kill cost: little
 
 
 def test_expiring_urls_are_resolved_again(tmp_path: Path) -> None:
