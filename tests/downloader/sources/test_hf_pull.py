@@ -110,8 +110,12 @@ def test_private_pull_token_stays_on_the_hub(hub: tuple[DemoHub, ThreadedHub],
         f"weightlift: error: hf://{demo.private}@main: repository not found, or private and "
         "needs a token (the Hub answered 401 RepoNotFound: Invalid username or password.) "
         "(set HF_TOKEN or run `hf auth login`; check the name)"]
+    # The token `hf auth login` saved (HF_HOME/token) is used when HF_TOKEN is not set.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "token").write_text(demo.hub.token)
     proc = wl("pull", f"hf://{demo.private}", "-o", str(out), "--json",
-              env=run_env(th, tmp_path / "home"))
+              env=run_env(th, home, token=False))
     report(proc)
     same_files(demo, out)
     relayed = [r for r in demo.hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
