@@ -4,11 +4,14 @@ private and gated repositories, revisions and datasets."""
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpx2
 import pytest
 
 hf = pytest.importorskip("huggingface_hub")
@@ -32,13 +35,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoHub, 
         yield demo, th
 
 
-def api(th: ThreadedHub, token: str | bool = False) -> object:
+@dataclass
+class Raw:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def raw(method: str, url: str) -> Raw:
+    """One request, no redirect followed (urllib would follow it)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""))
+        resp = conn.getresponse()
+        return Raw(resp.status, dict(resp.getheaders()), resp.read())
+    finally:
+        conn.close()
+
+
+def api(th: ThreadedHub, token: str | bool = False) -> Any:
     return hf.HfApi(endpoint=th.endpoint, token=token)
 
 
 def test_model_info_lists_sizes_oids_lfs_and_params(served: tuple[DemoHub, ThreadedHub]) -> None:
     demo, th = served
-    info = api(th).model_info(demo.model, files_metadata=True)  # type: ignore[attr-defined]
+    info = api(th).model_info(demo.model, files_metadata=True)
     assert info.sha == demo.main_commit
     assert info.safetensors.total == demo.params
     by_name = {s.rfilename: s for s in info.siblings}
@@ -59,15 +81,15 @@ def test_model_info_lists_sizes_oids_lfs_and_params(served: tuple[DemoHub, Threa
 def test_revisions_branch_tag_commit(served: tuple[DemoHub, ThreadedHub]) -> None:
     demo, th = served
     a = api(th)
-    assert a.model_info(demo.model, revision="v1").sha == demo.first_commit  # type: ignore[attr-defined]
-    assert a.model_info(demo.model, revision=demo.first_commit).sha == demo.first_commit  # type: ignore[attr-defined]
+    assert a.model_info(demo.model, revision="v1").sha == demo.first_commit
+    assert a.model_info(demo.model, revision=demo.first_commit).sha == demo.first_commit
     with pytest.raises(hf_errors.RevisionNotFoundError):
-        a.model_info(demo.model, revision="nope")  # type: ignore[attr-defined]
+        a.model_info(demo.model, revision="nope")
 
 
 def test_tree_listing(served: tuple[DemoHub, ThreadedHub]) -> None:
     demo, th = served
-    entries = list(api(th).list_repo_tree(demo.model, recursive=True))  # type: ignore[attr-defined]
+    entries = list(api(th).list_repo_tree(demo.model, recursive=True))
     files = {e.path: e for e in entries if isinstance(e, hf.hf_api.RepoFile)}
     assert "tokenizer/vocab.json" in files
     assert files["model-00002-of-00002.safetensors"].lfs is not None
@@ -86,14 +108,14 @@ def test_resolve_headers_and_expiring_redirect(served: tuple[DemoHub, ThreadedHu
                                    token=False, endpoint=th.endpoint)
     assert meta.location.startswith(demo.hub.storage_base_url + "/")
     assert meta.size == (demo.src / shard).stat().st_size
-    with httpx2.Client() as client:
-        head = client.head(hf.hf_hub_url(demo.model, shard, endpoint=th.endpoint))
-        assert head.status_code == 302
-        assert head.headers["X-Linked-Etag"] == head.headers["ETag"] == f'"{meta.etag}"'
-        assert head.headers["X-Linked-Size"] == str(meta.size)
-        assert client.get(meta.location).content == (demo.src / shard).read_bytes()
-        time.sleep(1.2)  # the presigned URL lives one second
-        assert client.get(meta.location).status_code == 403
+    head = raw("HEAD", hf.hf_hub_url(demo.model, shard, endpoint=th.endpoint))
+    assert head.status == 302
+    assert head.headers["X-Linked-Etag"] == head.headers["ETag"] == f'"{meta.etag}"'
+    assert head.headers["X-Linked-Size"] == str(meta.size)
+    assert head.headers["X-Repo-Commit"] == demo.main_commit
+    assert raw("GET", meta.location).body == (demo.src / shard).read_bytes()
+    time.sleep(1.2)  # the presigned URL lives one second
+    assert raw("GET", meta.location).status == 403
 
 
 def test_download_with_the_real_client(served: tuple[DemoHub, ThreadedHub],
@@ -115,14 +137,14 @@ def test_private_and_gated_errors(served: tuple[DemoHub, ThreadedHub], tmp_path:
     demo, th = served
     token = demo.hub.token
     with pytest.raises(hf_errors.RepositoryNotFoundError) as no_token:
-        api(th).model_info(demo.private)  # type: ignore[attr-defined]
+        api(th).model_info(demo.private)
     assert no_token.value.response.status_code == 401
-    assert api(th, token).model_info(demo.private).private is True  # type: ignore[attr-defined]
+    assert api(th, token).model_info(demo.private).private is True
     with pytest.raises(hf_errors.RepositoryNotFoundError) as missing:
-        api(th, token).model_info("weightlift/missing")  # type: ignore[attr-defined]
+        api(th, token).model_info("weightlift/missing")
     assert missing.value.response.status_code == 404
     assert missing.value.response.headers["X-Error-Code"] == "RepoNotFound"
-    assert api(th).model_info(demo.gated).gated == "manual"  # type: ignore[attr-defined]
+    assert api(th).model_info(demo.gated).gated == "manual"
     kw = {"endpoint": th.endpoint, "cache_dir": tmp_path / "c"}
     with pytest.raises(hf_errors.GatedRepoError) as anon:
         hf.hf_hub_download(demo.gated, "config.json", token=False, **kw)
@@ -131,7 +153,7 @@ def test_private_and_gated_errors(served: tuple[DemoHub, ThreadedHub], tmp_path:
         hf.hf_hub_download(demo.gated, "config.json", token=token, **kw)
     assert refused.value.response.status_code == 403
     with pytest.raises(hf_errors.HfHubHTTPError) as bad:
-        api(th, "hf_wrong_token").model_info(demo.model)  # type: ignore[attr-defined]
+        api(th, "hf_wrong_token").model_info(demo.model)
     assert bad.value.response.status_code == 401
 
 
