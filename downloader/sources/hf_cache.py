@@ -20,8 +20,8 @@ import errno
 import hashlib
 import os
 import shutil
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from weightlift.downloader.manifest import Manifest
 from weightlift.downloader.sources.hf_uri import COMMIT, HfRef, is_hf_uri, parse_hf_uri
 from weightlift.downloader.sources.local import ResolvedSource
 
-__all__ = ["STAGING", "check_hf_cache_sources", "default_cache_dir", "link_snapshot",
-           "pull_into_hf_cache", "repo_folder"]
+__all__ = ["STAGING", "HfCachePlan", "check_hf_cache_sources", "default_cache_dir",
+           "link_snapshot", "pull_into_hf_cache", "repo_folder"]
 
 STAGING = ".weightlift-staging"
 TMP = ".weightlift-tmp"
@@ -137,28 +137,53 @@ def check_hf_cache_sources(sources: list[str]) -> None:
         raise UsageError("--hf-cache needs one hf:// SOURCE")
 
 
+@dataclass(frozen=True)
+class HfCachePlan:
+    """Where a pull lands for `--hf-cache`: pull into ``staging`` as into any folder, then
+    `link` what was pulled into the cache layout. Any pull front end can drive it."""
+
+    ref: HfRef
+    commit: str
+    repo_dir: Path
+    manifest: Manifest
+
+    @property
+    def staging(self) -> Path:
+        return self.repo_dir / STAGING
+
+    @classmethod
+    def of(cls, sources: list[str], source: ResolvedSource, cache_arg: str) -> HfCachePlan:
+        """The plan for ``source`` (resolved from ``sources``) in the cache ``cache_arg``, or
+        in the cache `huggingface_hub` uses when it is empty."""
+        check_hf_cache_sources(sources)
+        commit = source.manifest.version or ""
+        if not COMMIT.fullmatch(commit):
+            raise UsageError("--hf-cache needs the commit of the source, which it lacks")
+        ref = parse_hf_uri(sources[0])
+        cache = Path(cache_arg).expanduser() if cache_arg else default_cache_dir()
+        return cls(ref, commit, repo_folder(cache, ref), source.manifest)
+
+    def link(self, pulled: Iterable[str]) -> Path:
+        """Link the files named ``pulled`` (the manifest may have been filtered on the way,
+        by --include/--exclude) into the snapshot of the commit; return the snapshot path."""
+        keep = set(pulled)
+        files = tuple(f for f in self.manifest.files if f.rel in keep)
+        return link_snapshot(self.repo_dir, self.staging, self.ref, self.commit,
+                             replace(self.manifest, files=files))
+
+
 async def pull_into_hf_cache(
     source: ResolvedSource, sources: list[str], cache_arg: str,
     pull_and_verify: Callable[[Path], Awaitable[tuple[int, dict[str, Any]]]],
     say: Callable[[str], None],
 ) -> tuple[int, dict[str, Any]]:
-    """Run ``pull_and_verify`` into the staging folder of the cache (``cache_arg``, or the
-    default cache when empty), then link the snapshot; the report gains `hf_cache_snapshot`."""
-    check_hf_cache_sources(sources)
-    ref = parse_hf_uri(sources[0])
-    commit = source.manifest.version or ""
-    if not COMMIT.fullmatch(commit):
-        raise UsageError("--hf-cache needs the commit of the source, which it does not have")
-    cache = Path(cache_arg).expanduser() if cache_arg else default_cache_dir()  # noqa: ASYNC240
-    repo_dir = repo_folder(cache, ref)
-    staging = repo_dir / STAGING
-    code, report = await pull_and_verify(staging)
+    """Run ``pull_and_verify`` (exit code, JSON report) into the plan's staging folder, then
+    link the snapshot; the report gains `hf_cache_snapshot`."""
+    plan = await asyncio.to_thread(HfCachePlan.of, sources, source, cache_arg)
+    code, report = await pull_and_verify(plan.staging)
     if code == EXIT_OK:
-        # What was pulled: the manifest may have been filtered (--include/--exclude) on the way.
-        pulled = {f.get("rel") for f in report.get("files", [])}
-        files = tuple(f for f in source.manifest.files if f.rel in pulled)
-        snapshot = await asyncio.to_thread(link_snapshot, repo_dir, staging, ref, commit,
-                                           replace(source.manifest, files=files))
+        snapshot = await asyncio.to_thread(
+            plan.link, (str(f.get("rel")) for f in report.get("files", [])))
         report["hf_cache_snapshot"] = str(snapshot)
         say(f"Hugging Face cache: {snapshot}")
     return code, report
