@@ -29,6 +29,7 @@ async def pull(
         if result.ok:
             write_receipt(out_dir, Receipt(
                 model_id=source.manifest.model_id,
+                revision=source.manifest.version,
                 expected_params=source.expected_params,
                 files=[ReceiptFile(rel=fr.rel, size=fr.size, sha256=fr.sha256 or "",
                                    source=fr.source, etag=fr.etag) for fr in result.files],

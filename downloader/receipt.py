@@ -39,6 +39,8 @@ class Receipt(BaseModel):
     model_config = ConfigDict(extra="ignore")
     version: int = 1
     model_id: str | None = None
+    # The version of the model the source named: a Hub commit sha, a platform's model version.
+    revision: str | None = None
     expected_params: int | None = None
     files: list[ReceiptFile] = Field(default_factory=list)
 

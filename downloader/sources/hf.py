@@ -251,7 +251,9 @@ class HubManifest:
                 entry["sha256"] = f.sha256
             entries.append(entry)
         ref = self.client.ref
-        return validate_manifest({"model_id": f"{ref.url_prefix}{ref.repo_id}@{self.commit}",
+        # The id names the repository (a later commit updates the same model in the same
+        # folder); the commit is the manifest's version, kept as the receipt's `revision`.
+        return validate_manifest({"model_id": f"{ref.url_prefix}{ref.repo_id}",
                                   "name": ref.repo_id, "version": self.commit,
                                   "files": entries})
 

@@ -22,7 +22,7 @@ CONFIG = b'{"a": 1}\n'
 
 
 def plan_for(tmp_path: Path, revision: str = "main") -> HfCachePlan:
-    manifest = validate_manifest({"model_id": f"org/m@{COMMIT}", "version": COMMIT, "files": [
+    manifest = validate_manifest({"model_id": "org/m", "version": COMMIT, "files": [
         {"rel": "w.safetensors", "size": len(WEIGHTS), "url": "https://cdn.example/x",
          "sha256": hashlib.sha256(WEIGHTS).hexdigest()},
         {"rel": "sub/config.json", "size": len(CONFIG), "url": "https://hub.example/c"},

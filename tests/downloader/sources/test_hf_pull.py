@@ -86,7 +86,8 @@ def test_public_pull_then_rerun_fetches_nothing(hub: tuple[DemoHub, ThreadedHub]
     same_files(demo, out)
     assert rep["verification"]["params"] == rep["expected_params"] == demo.params
     receipt = json.loads((out / ".weightlift" / "receipt.json").read_text())
-    assert receipt["model_id"] == f"{demo.model}@{demo.main_commit}"
+    assert receipt["model_id"] == demo.model
+    assert receipt["revision"] == demo.main_commit  # the commit the pull was pinned to
     assert receipt["expected_params"] == demo.params
     served = demo.hub.storage.total_bytes_served
     assert served >= sum((demo.src / s).stat().st_size for s in SHARDS)

@@ -72,7 +72,8 @@ async def test_public_model_manifest(served: tuple[DemoHub, ThreadedHub]) -> Non
     demo, th = served
     async with open_source([f"hf://{demo.model}"], env=th.env) as src:
         m = src.manifest
-        assert m.model_id == f"{demo.model}@{demo.main_commit}"
+        assert m.model_id == demo.model
+        assert m.version == demo.main_commit
         assert src.expected_params == demo.params
         assert demo.main_commit[:12] in src.description
         files = m.by_rel()
@@ -102,8 +103,7 @@ async def test_tag_and_dataset(served: tuple[DemoHub, ThreadedHub]) -> None:
         assert f"v1, commit {demo.first_commit[:12]}" in src.description
     async with open_source([f"hf://datasets/{demo.dataset}"], env=th.env) as src:
         assert src.expected_params is None
-        assert src.manifest.model_id is not None
-        assert src.manifest.model_id.startswith(f"datasets/{demo.dataset}@")
+        assert src.manifest.model_id == f"datasets/{demo.dataset}"
         readme = src.manifest.by_rel()["README.md"]
         assert urlsplit(readme.url).path.startswith(f"/datasets/{demo.dataset}/resolve/")
 
