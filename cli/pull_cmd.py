@@ -173,9 +173,14 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, "hf_cache", None) is not None:
                 from weightlift.downloader.sources.hf_cache import pull_into_hf_cache
 
-                return await pull_into_hf_cache(
+                (code, report), snapshot = await pull_into_hf_cache(
                     source, args.sources, args.hf_cache,
-                    lambda out: pull_and_verify(source, out, args, progress), progress.say)
+                    lambda out: pull_and_verify(source, out, args, progress),
+                    lambda done: [f["rel"] for f in done[1]["files"]] if done[0] == 0 else None)
+                if snapshot is not None:  # where the model is now, for whoever loads it
+                    report["output"] = str(snapshot)
+                    progress.say(f"Hugging Face cache: {snapshot}")
+                return code, report
             return await pull_and_verify(source, Path(args.output), args, progress)
 
     try:

@@ -23,9 +23,9 @@ import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from weightlift.downloader.errors import EXIT_OK, UsageError, write_failed
+from weightlift.downloader.errors import UsageError, write_failed
 from weightlift.downloader.manifest import Manifest
 from weightlift.downloader.sources.hf_uri import COMMIT, HfRef, is_hf_uri, parse_hf_uri
 from weightlift.downloader.sources.local import ResolvedSource
@@ -33,6 +33,7 @@ from weightlift.downloader.sources.local import ResolvedSource
 __all__ = ["STAGING", "HfCachePlan", "check_hf_cache_sources", "default_cache_dir",
            "link_snapshot", "pull_into_hf_cache", "repo_folder"]
 
+R = TypeVar("R")
 STAGING = ".weightlift-staging"
 TMP = ".weightlift-tmp"
 
@@ -174,16 +175,15 @@ class HfCachePlan:
 
 async def pull_into_hf_cache(
     source: ResolvedSource, sources: list[str], cache_arg: str,
-    pull_and_verify: Callable[[Path], Awaitable[tuple[int, dict[str, Any]]]],
-    say: Callable[[str], None],
-) -> tuple[int, dict[str, Any]]:
-    """Run ``pull_and_verify`` (exit code, JSON report) into the plan's staging folder, then
-    link the snapshot; the report gains `hf_cache_snapshot`."""
+    pull: Callable[[Path], Awaitable[R]], pulled: Callable[[R], Iterable[str] | None],
+) -> tuple[R, Path | None]:
+    """Run ``pull`` (any front end's pull, returning its report) into the plan's staging
+    folder; when ``pulled(report)`` names the files that landed (None: the pull failed or
+    fetched nothing for real, e.g. a dry run), link them into the cache. Returns the report
+    and the snapshot path (None when nothing was linked)."""
     plan = await asyncio.to_thread(HfCachePlan.of, sources, source, cache_arg)
-    code, report = await pull_and_verify(plan.staging)
-    if code == EXIT_OK:
-        snapshot = await asyncio.to_thread(
-            plan.link, (str(f.get("rel")) for f in report.get("files", [])))
-        report["hf_cache_snapshot"] = str(snapshot)
-        say(f"Hugging Face cache: {snapshot}")
-    return code, report
+    report = await pull(plan.staging)
+    rels = pulled(report)
+    if rels is None:
+        return report, None
+    return report, await asyncio.to_thread(plan.link, list(rels))

@@ -211,7 +211,7 @@ def test_hf_cache_is_found_offline(hub: tuple[DemoHub, ThreadedHub], tmp_path: P
     rep = report(proc)
     repo = cache / "models--weightlift--tiny-model"
     snapshot = repo / "snapshots" / demo.main_commit
-    assert rep["hf_cache_snapshot"] == str(snapshot)
+    assert rep["output"] == str(snapshot)  # where the model is, to load it
     assert (repo / "refs" / "main").read_text() == demo.main_commit
     for link in (snapshot / SHARDS[0], snapshot / "tokenizer" / "vocab.json"):
         assert link.is_symlink()
