@@ -97,7 +97,8 @@ def _positive_float(text: str) -> float:
 
 
 SOURCE_HELP = ("axom://jobs/<id>, axom://models/<id>, tensorone://jobs/<id>[/checkpoints/<id>], "
-               "hf://ORG/NAME[@REVISION], a manifest JSON file, or http(s) URLs")
+               "hf://ORG/NAME[@REVISION], s3://BUCKET/KEY|PREFIX/, a manifest JSON file, or "
+               "http(s) URLs")
 
 
 def _add_pull_options(p: argparse.ArgumentParser) -> None:

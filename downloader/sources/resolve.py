@@ -19,6 +19,7 @@ from weightlift.downloader.errors import PlatformError, UsageError
 from weightlift.downloader.sources.hf_uri import is_hf_uri, parse_hf_uri
 from weightlift.downloader.sources.local import ResolvedSource, resolve_local
 from weightlift.downloader.sources.platform_uri import is_platform_uri, parse_platform_uri
+from weightlift.downloader.sources.s3_plan import is_s3_uri, parse_s3_uri
 
 if TYPE_CHECKING:
     # The platform clients are imported only when a platform source is used: a pull from a
@@ -74,6 +75,15 @@ async def open_source(sources: list[str], env: Mapping[str, str] | None = None,
 
         async with open_hf(parse_hf_uri(sources[0]), os.environ if env is None else env) as hf:
             yield hf
+        return
+    if any(is_s3_uri(s) for s in sources):
+        if len(sources) != 1:
+            raise UsageError("pass one s3:// source per pull",
+                             "an s3:// prefix already pulls every object under it")
+        # botocore is imported only here (the `s3` extra): other pulls never pay for it.
+        from weightlift.downloader.sources.s3 import resolve_s3
+
+        yield await resolve_s3(parse_s3_uri(sources[0]), os.environ if env is None else env)
         return
     platform_sources = [s for s in sources if is_platform_uri(s)]
     if not platform_sources:
