@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from weightlift.downloader.errors import PlatformError, UsageError, WeightliftError
 from weightlift.downloader.manifest import Manifest, validate_manifest
@@ -68,12 +68,6 @@ def _import_hub() -> Any:
         raise UsageError("hf:// sources need the Hugging Face Hub client, which is not "
                          "installed", HUB_EXTRA_HINT) from None
     return huggingface_hub
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 class HubError(PlatformError):
@@ -181,7 +175,9 @@ class HubClient:
             raise HubError(f"{self.ref}: {f.rel} is {meta.size:,} bytes by its redirect and "
                            f"{f.size:,} by the repository's listing")
         location = str(meta.location)
-        if _origin(location) == _origin(self.endpoint):
+        from weightlift.downloader.sources.hf_relay import origin
+
+        if origin(location) == origin(self.endpoint):
             return None
         return location
 

@@ -33,7 +33,8 @@ _BACK = ("Content-Length", "Content-Range", "Content-Type", "Content-Encoding", 
          "Last-Modified", "Accept-Ranges", "Retry-After", "X-Repo-Commit")
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port: what "the same origin" compares."""
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
@@ -99,7 +100,7 @@ class HubRelay:
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 send = dict(headers)
-                if _origin(url) == _origin(self._endpoint):
+                if origin(url) == origin(self._endpoint):
                     send["Authorization"] = f"Bearer {self._token}"
                 resp = await self._session.get(URL(url, encoded=True), headers=send,
                                                allow_redirects=False)
