@@ -191,3 +191,25 @@ async def test_gated_repo_once_granted(served: tuple[DemoHub, ThreadedHub]) -> N
         config = src.manifest.by_rel()["config.json"]
         assert config.url.startswith("http://127.0.0.1:")  # through the relay: needs the token
         assert not config.url.startswith(th.endpoint)
+
+
+async def test_offline_mode_is_one_line(served: tuple[DemoHub, ThreadedHub],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    demo, th = served
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PlatformError) as err:
+        async with open_source([f"hf://{demo.model}"], env=th.env):
+            pass
+    assert err.value.one_line() == (f"hf://{demo.model}@main: HF_HUB_OFFLINE is set, so the "
+                                    "Hub cannot be asked (unset HF_HUB_OFFLINE to pull)")
+
+
+async def test_unreachable_hub_is_one_line() -> None:
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_unused_token_x"}
+    with pytest.raises(PlatformError) as err:
+        async with open_source(["hf://org/name"], env=env):
+            pass
+    line = err.value.one_line()
+    assert line.startswith("cannot reach the Hub at http://127.0.0.1:9: ")
+    assert line.endswith("(check HF_ENDPOINT and the network)")
+    assert "\n" not in line
