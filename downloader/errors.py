@@ -9,9 +9,12 @@ message and hint is passed through ``redact.redact_text`` when the error is made
 from __future__ import annotations
 
 import errno
-from urllib.parse import urlsplit, urlunsplit
 
+# Redaction lives in redact.py; redact_url and LazyRedactedUrl are re-exported from here for
+# the modules that import them from errors.
+from weightlift.downloader.redact import LazyRedactedUrl as LazyRedactedUrl
 from weightlift.downloader.redact import redact_text
+from weightlift.downloader.redact import redact_url as redact_url
 
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
@@ -96,33 +99,3 @@ class PlatformError(WeightliftError):
     """The training platform refused or failed (auth, not found, job failed or unfinished)."""
 
     exit_code = EXIT_PLATFORM
-
-
-class LazyRedactedUrl:
-    """``redact_url(url)`` computed only if a log record is really emitted (per-request DEBUG
-    lines would otherwise pay for the redaction at every level)."""
-
-    __slots__ = ("url",)
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __str__(self) -> str:
-        return redact_url(self.url)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its query string and fragment: presigned signatures never leave us."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError:
-        return "<unparseable url>"
-    # No userinfo (user:password@); an IPv6 host keeps its brackets.
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if port:
-        netloc += f":{port}"
-    query = "…" if parts.query else ""
-    return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
-

@@ -23,8 +23,8 @@ async def pull(
     work = WorkArea(out_dir)
     work.create()
     work.lock()
+    resolver = ManifestResolver(source.manifest, source.refresh)
     try:
-        resolver = ManifestResolver(source.manifest, source.refresh)
         result = await Engine(resolver, work, config, emit).run()
         if result.ok:
             write_receipt(out_dir, Receipt(
@@ -36,4 +36,7 @@ async def pull(
             ))
         return result
     finally:
+        # A refresh still running (shielded, for other waiters) would outlive the pull and log
+        # after its final line, over a session its caller closes next: end it first.
+        await resolver.aclose()
         work.unlock()

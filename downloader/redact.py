@@ -11,8 +11,16 @@ What is removed:
 - the literal value of every API key weightlift knows (``AXOM_KEY``, ``TENSORONE_API_KEY``, and
   keys registered with ``register_secret``).
 
-Our own messages are built with ``errors.redact_url`` in the first place; this is the safety
-net for text we did not write (library messages, tracebacks, platform error bodies).
+This is the one module that knows how to redact; everything else calls it:
+
+- ``redact_url`` / ``LazyRedactedUrl``: a URL we print ourselves (messages, logs, receipt);
+- ``redact_text``: the safety net for text we did not write (library messages, tracebacks,
+  platform error bodies), applied to every error message (``errors.WeightliftError``), every log
+  record (``RedactingFormatter``), the CLI's traceback hook and last-resort lines, journals and
+  the receipt;
+- ``redact_obj``: the same over a JSON value (``--json`` reports and events);
+- ``redact_untrusted``: stricter, for a storage server's own words quoted in a reason: every
+  URL of any scheme, query string and credential-looking pair goes whole.
 """
 
 from __future__ import annotations
@@ -23,14 +31,18 @@ import re
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "KEY_ENV_VARS",
     "MASK",
     "SENSITIVE_PARAMS",
+    "LazyRedactedUrl",
     "RedactingFormatter",
     "redact_obj",
     "redact_text",
+    "redact_untrusted",
+    "redact_url",
     "register_secret",
 ]
 
@@ -165,6 +177,49 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+def redact_url(url: str) -> str:
+    """The URL without its query string and fragment: presigned signatures never leave us."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        return "<unparseable url>"
+    # No userinfo (user:password@); an IPv6 host keeps its brackets.
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
+    query = MASK if parts.query else ""
+    return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
+
+
+class LazyRedactedUrl:
+    """``redact_url(url)`` computed only if a log record is really emitted (per-request DEBUG
+    lines would otherwise pay for the redaction at every level)."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return redact_url(self.url)
+
+
+# A storage server's own words (an error body's message or title) are quoted in one-line
+# reasons: there, nothing that could be a URL, a query string or a credential survives.
+_URLISH = re.compile(r"[a-z][a-z0-9+.\-]*://\S*|\?\S*=\S*|[\w\-]*(?:sig|signature|token|"
+                     r"credential|key|x-amz-[\w\-]*|x-goog-[\w\-]*)=\S*", re.IGNORECASE)
+UNTRUSTED_MASK = "<redacted>"
+
+
+def redact_untrusted(text: str) -> str:
+    """``text`` (a server's words) with every URL of any scheme, every query string and every
+    credential-looking ``name=value`` replaced whole by ``<redacted>``. (The message it ends up
+    in is passed through ``redact_text`` too, when its error is made.)"""
+    return _URLISH.sub(UNTRUSTED_MASK, text)
+
+
 def redact_obj(obj: Any) -> Any:
     """A copy of a JSON-like value (dicts, lists, strings, numbers) with every string passed
     through ``redact_text``: for reports and events printed as JSON."""
@@ -187,3 +242,4 @@ class RedactingFormatter(logging.Formatter):
             return redact_text(super().format(record))
         except Exception:  # noqa: BLE001 - a broken record must not leak through the fallback
             return redact_text(f"{record.levelname} {record.name}: <unformattable log record>")
+

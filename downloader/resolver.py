@@ -23,6 +23,9 @@ RefreshFn = Callable[[], Awaitable[Manifest]]
 MAX_PROACTIVE_MARGIN = 60.0
 # Refreshes that bring no progress in between; after this many, the platform is not helping.
 MAX_IDLE_REFRESHES = 4
+# How long aclose() waits for a cancelled refresh to end (a refresh function that swallows the
+# cancellation must not hang the pull's exit).
+CLOSE_TIMEOUT = 5.0
 
 
 def _now() -> datetime:
@@ -42,6 +45,7 @@ class ManifestResolver:
         self._clock = clock
         self._max_refreshes = max_refreshes
         self._inflight: asyncio.Task[None] | None = None
+        self._closed = False
         self.refreshes = 0
         self._idle_refreshes = 0
         # Told after every refresh (True when it was ahead of expiry), e.g. to show progress.
@@ -97,8 +101,9 @@ class ManifestResolver:
         return self._files[rel].url
 
     async def refresh(self, *, stale_url: str | None = None, proactive: bool = False) -> bool:
-        """Refresh once for everyone waiting; False when this source cannot refresh."""
-        if self._refresh_fn is None:
+        """Refresh once for everyone waiting; False when this source cannot refresh or the
+        resolver is closed."""
+        if self._refresh_fn is None or self._closed:
             return False
         if stale_url is not None and stale_url not in self._urls:
             return True  # someone already refreshed since this URL was handed out
@@ -106,6 +111,26 @@ class ManifestResolver:
             self._inflight = asyncio.ensure_future(self._do_refresh(proactive))
         await asyncio.shield(self._inflight)
         return True
+
+    async def aclose(self) -> None:
+        """End the resolver: cancel an in-flight refresh and wait (a bounded time) until it has
+        ended, so that nothing of this pull runs or logs after it returns. Later refreshes are
+        refused. Idempotent.
+
+        The refresh runs in its own task, shielded so that one waiter's cancellation does not
+        cancel it for the others; that is why nothing else ever stops it.
+        """
+        self._closed = True
+        task, self._inflight = self._inflight, None
+        if task is None:
+            return
+        task.cancel()  # a no-op when it has ended
+        await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+        if not task.done():
+            log.debug("a manifest refresh ignored its cancellation; not waiting for it")
+            return
+        if not task.cancelled():
+            task.exception()  # retrieved: its error belonged to waiters that are gone
 
     async def _do_refresh(self, proactive: bool) -> None:
         assert self._refresh_fn is not None

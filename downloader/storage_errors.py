@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from weightlift.downloader.redact import redact_untrusted
+
 __all__ = ["BODY_SCAN_LIMIT", "StorageErrorKind", "classify_response", "describe"]
 
 BODY_SCAN_LIMIT = 64 * 1024
@@ -49,9 +51,6 @@ _XML_CODE = re.compile(r"<Code>\s*([A-Za-z][A-Za-z0-9_.\-]{0,63})\s*</Code>", re
 _XML_TEXT = re.compile(r"<(Message|Details|AuthenticationErrorDetail)>([^<]{0,2048})",
                        re.IGNORECASE)
 _HTML_TITLE = re.compile(r"<title[^>]{0,200}>([^<]{0,512})</title>", re.IGNORECASE)
-# Never echo what could be a URL, a query string or a credential into a message.
-_URLISH = re.compile(r"[a-z][a-z0-9+.\-]*://\S*|\?\S*=\S*|[\w\-]*(?:sig|signature|token|credential|"
-                     r"key|x-amz-[\w\-]*|x-goog-[\w\-]*)=\S*", re.IGNORECASE)
 _MAX_REASON = 200
 
 
@@ -117,7 +116,7 @@ def _phrase(status: int) -> str:
 
 
 def _clean(text: str) -> str:
-    text = _URLISH.sub("<redacted>", text)
+    text = redact_untrusted(text)  # never echo a URL, query string or credential
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     if len(text) > _MAX_REASON:
         text = text[: _MAX_REASON - 3].rstrip() + "..."

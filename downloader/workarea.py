@@ -19,13 +19,18 @@ import fcntl
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 from weightlift.downloader.errors import BadManifest, UsageError, disk_full, is_disk_full
 from weightlift.downloader.receipt import RECEIPT_NAME, WORK_DIR
 
 # Our files directly in the work folder; each must be a plain file of ours if present.
-_WORK_FILES = ("lock", "finished.jsonl", RECEIPT_NAME, RECEIPT_NAME + ".tmp", "reserve")
+LOCK_NAME = "lock"
+_WORK_FILES = (LOCK_NAME, "finished.jsonl", RECEIPT_NAME, RECEIPT_NAME + ".tmp", "reserve")
+# A pull that finds the lock taken tries again for this long before it says another pull
+# holds it: `pull_in_progress` (verify) takes a shared lock for an instant to look.
+_LOCK_PATIENCE = 0.25
 
 
 def part_key(rel: str) -> str:
@@ -72,23 +77,30 @@ class WorkArea:
     def lock(self) -> None:
         """Hold an exclusive lock for this process's lifetime (released by the OS on kill)."""
         try:
-            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o644)
+            fd = os.open(self.root / LOCK_NAME,
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             if is_disk_full(exc):
                 raise disk_full(self.out_dir, "cannot create the lock") from None
-            raise UsageError(f"cannot open the lock {self.root / 'lock'}: {exc.strerror}",
+            raise UsageError(f"cannot open the lock {self.root / LOCK_NAME}: {exc.strerror}",
                              "remove it, or pull into another folder") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UsageError(
-                    f"another weightlift is already pulling into {self.out_dir}",
-                    "wait for it to finish, or use another output folder",
-                ) from None
-            raise
+        deadline = time.monotonic() + _LOCK_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                if busy and time.monotonic() < deadline:
+                    time.sleep(0.02)  # a verify looking, or a pull ending: not worth failing
+                    continue
+                os.close(fd)
+                if busy:
+                    raise UsageError(
+                        f"another weightlift is already pulling into {self.out_dir}",
+                        "wait for it to finish, or use another output folder",
+                    ) from None
+                raise
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -141,6 +153,32 @@ class WorkArea:
             if last and stat.S_ISDIR(st.st_mode):
                 raise BadManifest(f"{path} is a folder, but the manifest names a file there")
         return path
+
+
+def pull_in_progress(out_dir: Path) -> bool:
+    """True when a pull holds ``out_dir``'s lock right now (a killed pull holds none).
+
+    Looks by taking a shared lock without waiting and releasing it at once: a running pull's
+    exclusive lock makes that fail immediately, so the pull is neither blocked nor disturbed
+    (one that starts in that instant retries, see ``WorkArea.lock``). Never creates the lock
+    file, never follows a symlink planted in its place.
+    """
+    try:
+        fd = os.open(out_dir / WORK_DIR / LOCK_NAME,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False  # no lock file (never pulled into), or not one of ours
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _path_max(folder: Path) -> int:

@@ -24,6 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="files in the many-tiny-files load pull (default 5000)")
     group.addoption("--chaos-seed", type=int, default=20261125,
                     help="base seed; trial i uses seed+i, printed on failure to replay it")
+    group.addoption("--header-mb", type=float, default=10,
+                    help="header length of the header-memory test, MB (default 10, at most 99)")
     group.addoption("--chaos-report", default=None, metavar="PATH",
                     help="append one JSON line of figures per trial, kill loop and load run")
 

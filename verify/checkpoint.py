@@ -24,6 +24,7 @@ from weightlift.downloader.errors import UsageError, VerificationFailed
 from weightlift.downloader.hashing import sha256_file
 from weightlift.downloader.receipt import WORK_DIR, Receipt, ReceiptFile, load_receipt
 from weightlift.downloader.strict_json import StrictJSONError, loads_strict
+from weightlift.downloader.workarea import pull_in_progress
 from weightlift.verify.header import HeaderError, SafetensorsHeader, quote, read_header
 from weightlift.verify.report import FileReport, Problem, TensorScan, VerifyReport
 
@@ -33,6 +34,12 @@ if TYPE_CHECKING:  # deep imports numpy (~40 ms): only `--deep` pays for it
 SHARD_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 100_000_000
+# The safetensors library needs about 11x a header's length in memory to open it (1.1 GB for a
+# 99 MB header), twice what our own parser needs: past this length its second opinion is
+# skipped with a warning, so verify's memory stays bounded by our parser's (at most ~45 MB more
+# for the library). Real checkpoints have headers well under 1 MB (hundreds to a few thousand
+# tensors per shard); 4 MB is some 50,000 tensors in one file.
+SECOND_OPINION_MAX_HEADER = 4_000_000
 
 OnBytes = Callable[[int], None]
 
@@ -165,10 +172,16 @@ def _check_index(run: _Run, rel: str, headers: dict[str, SafetensorsHeader],
             count = sum(1 for v in weight_map.values() if v == shard)
             run.problem(f"missing shard {quote(shard)} ({count} tensor(s) of the index "
                         "live there)", rel)
+    tensor_names: dict[str, set[str]] = {}  # shard rel -> its tensors' names, built once
     for tensor, shard in weight_map.items():
         shard_rel = names.get(shard)
         header = headers.get(shard_rel) if shard_rel else None
-        if header is not None and not any(t.name == tensor for t in header.tensors):
+        if header is None:
+            continue
+        assert shard_rel is not None
+        if shard_rel not in tensor_names:
+            tensor_names[shard_rel] = {t.name for t in header.tensors}
+        if tensor not in tensor_names[shard_rel]:
             run.problem(f"index names tensor {quote(tensor)} in shard {quote(shard)}, "
                         "which does not contain it", rel, tensor)
     for shard, shard_rel in names.items():
@@ -243,12 +256,23 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> Iterator[OnBytes | No
         bar.close()
 
 
+def _unfinished_parts(root: Path) -> int:
+    """How many part files an interrupted pull left in the work area (none after a pull that
+    completed: each part is renamed into place when its file is finalised)."""
+    try:
+        with os.scandir(root / WORK_DIR / "parts") as entries:
+            return sum(1 for e in entries if e.name.endswith(".part"))
+    except OSError:
+        return 0
+
+
 def verify_directory(directory: Path, *, expect_params: int | None = None, deep: bool = False,
                      check_hashes: bool = True, progress: bool = False) -> VerifyReport:
     """Check the checkpoint in ``directory`` and return the report (``ok`` when nothing is wrong).
 
     ``expect_params`` defaults to the pull receipt's expected count. Raises ``UsageError`` only
-    when ``directory`` is missing or not a directory.
+    when ``directory`` is missing, not a directory, or a pull into it is running (its files are
+    not all there yet: judging them now would report a half-pulled folder as broken).
     """
     started = time.perf_counter()
     root = Path(directory)
@@ -256,7 +280,14 @@ def verify_directory(directory: Path, *, expect_params: int | None = None, deep:
         raise UsageError(f"{root} does not exist", "give the folder the model was pulled into")
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory", "give the folder that holds the shards")
+    if pull_in_progress(root):
+        raise UsageError(f"a pull into {root} is in progress",
+                         "wait for it to finish, then run verify again")
     run = _Run(root, [], [])
+    unfinished = _unfinished_parts(root)
+    if unfinished:
+        run.problem(f"a pull into this folder did not finish: {unfinished} file(s) are still "
+                    f"partial in {WORK_DIR}/parts (run the same pull again to complete them)")
 
     receipt: Receipt | None = None
     try:
@@ -284,6 +315,12 @@ def verify_directory(directory: Path, *, expect_params: int | None = None, deep:
             continue
         except OSError as exc:
             run.problem(f"cannot read: {exc.strerror}", rel)
+            continue
+        header_len = headers[rel].data_start - 8
+        if header_len > SECOND_OPINION_MAX_HEADER:
+            run.warn(f"header of {header_len:,} bytes: the safetensors library's second opinion "
+                     f"was skipped (it would need about {11 * header_len // 1_000_000:,} MB)",
+                     rel)
             continue
         for disagreement in second_opinion(root / rel, headers[rel]):
             run.problem(disagreement, rel)

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import NoReturn
 
 from weightlift.downloader.errors import VerificationFailed
-from weightlift.downloader.strict_json import StrictJSONError, loads_strict
+from weightlift.downloader.strict_json import StrictJSONError, iter_object_strict
 from weightlift.verify.dtypes import DTYPE_BITS
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's cap
 U64_MAX = (1 << 64) - 1
 METADATA_KEY = "__metadata__"
+_DTYPE_NAMES = {name: name for name in DTYPE_BITS}
 _HINT = "the file is damaged or not a safetensors file; download it again"
 
 
@@ -49,7 +51,7 @@ def quote(name: str, limit: int = 100) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a header may hold millions of them
 class TensorInfo:
     """One tensor entry of a validated header; offsets are relative to the data section."""
 
@@ -90,14 +92,17 @@ class SafetensorsHeader:
         return self.tensors[-1].end if self.tensors else 0
 
 
-def header_length_needed(prefix: bytes, file_size: int | None = None) -> int | None:
+Buffer = bytes | bytearray | memoryview
+
+
+def header_length_needed(prefix: Buffer, file_size: int | None = None) -> int | None:
     """How many leading bytes hold the header (8 + its length); None if under 8 bytes are given.
 
     Raises :class:`HeaderError` when the length is over the cap, or past ``file_size`` if given.
     """
     if len(prefix) < 8:
         return None
-    n = int.from_bytes(prefix[:8], "little")
+    n = int.from_bytes(bytes(prefix[:8]), "little")
     if n > MAX_HEADER_SIZE:
         raise HeaderError(f"header length {n} is over the {MAX_HEADER_SIZE}-byte cap")
     if file_size is not None and 8 + n > file_size:
@@ -114,6 +119,8 @@ def _is_u64(value: object) -> bool:
 
 
 def _check_text(text: str, what: str) -> None:
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -124,8 +131,20 @@ def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
+class _LazyQuote:
+    """``quote(name)`` computed when formatted into a message, not for every good tensor."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        return format(quote(self.name), spec)
+
+
 def _tensor(name: str, info: object) -> TensorInfo:
-    q = quote(name)
+    q = _LazyQuote(name)  # quoted only for a message: most headers hold no error
     _check_text(name, "tensor name")
     if not isinstance(info, dict):
         _fail(f"tensor {q}: entry is {_type_name(info)}, not an object", name)
@@ -159,30 +178,14 @@ def _tensor(name: str, info: object) -> TensorInfo:
     if end - begin != nbits // 8:
         _fail(f"tensor {q}: shape {shape} of {dtype} needs {nbits // 8} bytes "
               f"but data_offsets [{begin}, {end}] span {end - begin}", name)
-    return TensorInfo(name, dtype, tuple(shape), begin, end)
+    # The table's own string: one "F32" object shared by every tensor instead of one each.
+    return TensorInfo(name, _DTYPE_NAMES[dtype], tuple(shape), begin, end)
 
 
-def parse_header(prefix: bytes, file_size: int) -> SafetensorsHeader:
-    """Validate a safetensors file from its first ``8 + n`` bytes and its total size.
-
-    ``prefix`` may be longer than the header; bytes past it are ignored. Raises
-    :class:`HeaderError` with a one-line message naming the tensor and the problem.
-    """
-    if file_size < 8 or len(prefix) < 8:
-        _fail(f"file is {file_size} bytes, too short for a safetensors header")
-    need = header_length_needed(prefix, file_size)
-    assert need is not None
-    if len(prefix) < need:
-        _fail(f"only {len(prefix)} of the {need} header bytes were given")
-    raw = bytes(prefix[8:need])
+def _members(text: str) -> Iterator[tuple[str, object]]:
+    """The header object's members in document order; JSON and strictness errors as HeaderError."""
     try:
-        text = raw.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        _fail(f"header is not valid UTF-8 (byte {exc.start} of the header)")
-    if not text.startswith("{"):
-        _fail("header does not start with '{'")
-    try:
-        doc = loads_strict(text)
+        yield from iter_object_strict(text)
     except StrictJSONError as exc:
         if exc.key is not None:
             _fail(f"duplicate key {quote(exc.key)} in header", exc.key)
@@ -191,12 +194,43 @@ def parse_header(prefix: bytes, file_size: int) -> SafetensorsHeader:
         _fail(f"header is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     except (ValueError, RecursionError) as exc:  # int digit limit, absurd nesting
         _fail(f"header is not valid JSON: {' '.join(str(exc).split())[:120]}")
-    if not isinstance(doc, dict):  # pragma: no cover - starts with '{' and parsed
-        _fail("header is not a JSON object")
 
+
+def parse_header(prefix: Buffer, file_size: int) -> SafetensorsHeader:
+    """Validate a safetensors file from its first ``8 + n`` bytes and its total size.
+
+    ``prefix`` may be longer than the header; bytes past it are ignored. Raises
+    :class:`HeaderError` with a one-line message naming the tensor and the problem. Peak memory
+    is about 5x the header's length (its text, and ~200 bytes per tensor), whatever its shape.
+    """
+    if file_size < 8 or len(prefix) < 8:
+        _fail(f"file is {file_size} bytes, too short for a safetensors header")
+    need = header_length_needed(prefix, file_size)
+    assert need is not None
+    if len(prefix) < need:
+        _fail(f"only {len(prefix)} of the {need} header bytes were given")
+    return _parse_text(_decode(prefix, need), need, file_size)
+
+
+def _decode(prefix: Buffer, need: int) -> str:
+    """The header's text, strict UTF-8, starting with ``{``."""
+    try:
+        # Decoded straight from the caller's buffer: no copy of the header bytes is made.
+        text = str(memoryview(prefix)[8:need], "utf-8", "strict")
+    except UnicodeDecodeError as exc:
+        _fail(f"header is not valid UTF-8 (byte {exc.start} of the header)")
+    if not text.startswith("{"):
+        _fail("header does not start with '{'")
+    return text
+
+
+def _parse_text(text: str, need: int, file_size: int) -> SafetensorsHeader:
+    """Validate the decoded header ``text`` of a file of ``file_size`` bytes."""
     metadata: dict[str, str] = {}
     tensors: list[TensorInfo] = []
-    for name, info in doc.items():
+    # One member at a time: peak memory is the text plus the compact TensorInfo list, never a
+    # parsed tree of the whole header (that took ~20x the header's size).
+    for name, info in _members(text):
         if name == METADATA_KEY:
             if info is None:
                 continue
@@ -211,8 +245,11 @@ def parse_header(prefix: bytes, file_size: int) -> SafetensorsHeader:
                 metadata[key] = value
             continue
         tensors.append(_tensor(name, info))
+    del text
 
-    tensors.sort(key=lambda t: (t.begin, t.end))
+    # Two stable sorts make (begin, end) order without a million key tuples.
+    tensors.sort(key=attrgetter("end"))
+    tensors.sort(key=attrgetter("begin"))
     expected = 0
     previous: TensorInfo | None = None
     for t in tensors:
@@ -245,5 +282,17 @@ def read_header(path: Path) -> SafetensorsHeader:
         need = header_length_needed(first, size)
         if need is None:
             _fail(f"file is {size} bytes, too short for a safetensors header")
-        rest = fh.read(need - 8)
-    return parse_header(first + rest, size)
+        buf = bytearray(need)  # one buffer, no `first + rest` copy of a 100 MB header
+        buf[:8] = first
+        view = memoryview(buf)
+        got = 8
+        while got < need:
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    if got < need:  # the file shrank under us
+        return parse_header(view[:got], size)
+    text = _decode(buf, need)
+    del view, buf  # the text alone is enough: do not hold the header twice while parsing it
+    return _parse_text(text, need, size)

@@ -25,8 +25,8 @@ import aiohttp
 from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
-from weightlift.downloader.errors import PlatformError, UsageError, redact_url
-from weightlift.downloader.redact import redact_text, register_secret
+from weightlift.downloader.errors import PlatformError, UsageError
+from weightlift.downloader.redact import redact_text, redact_url, register_secret
 from weightlift.downloader.retry import GiveUp, RetryPolicy, WaitTooLong, parse_retry_after
 
 __all__ = [

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from weightlift.downloader.errors import PlatformError, UsageError, WeightliftError, redact_url
+from weightlift.downloader.errors import PlatformError, UsageError, WeightliftError
 from weightlift.downloader.manifest import Manifest, validate_manifest
-from weightlift.downloader.redact import register_secret
+from weightlift.downloader.redact import redact_url, register_secret
 from weightlift.downloader.sources import s3_errors
 from weightlift.downloader.sources.local import ResolvedSource
 from weightlift.downloader.sources.s3_plan import (

@@ -115,8 +115,7 @@ def test_urls_are_named_by_their_last_segment():
 
 
 def test_redact_text_removes_every_query_string():
-    from weightlift.downloader.errors import redact_url
-    from weightlift.downloader.redact import redact_text
+    from weightlift.downloader.redact import redact_text, redact_url
 
     text = "GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abc&x=1 failed; http://h/p?sig=zz."
     out = redact_text(text)
