@@ -9,12 +9,25 @@ message and hint is passed through ``redact.redact_text`` when the error is made
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 # Redaction lives in redact.py; redact_url and LazyRedactedUrl are re-exported from here for
 # the modules that import them from errors.
 from weightlift.downloader.redact import LazyRedactedUrl as LazyRedactedUrl
 from weightlift.downloader.redact import redact_text
 from weightlift.downloader.redact import redact_url as redact_url
+
+if TYPE_CHECKING:
+    from weightlift.downloader.response_check import Decision
+
+__all__ = [
+    "DISK_FULL_HINT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PLATFORM", "EXIT_TRANSFER_FAILED",
+    "EXIT_USAGE", "EXIT_VERIFY_FAILED", "Abandon", "BadManifest", "DiskFull",
+    "LazyRedactedUrl", "NetworkError", "PlatformError", "Rejected", "SizeMismatch",
+    "StatusError", "TransferFailed", "UsageError", "VerificationFailed", "WeightliftError",
+    "disk_full", "is_disk_full", "redact_url", "write_failed",
+]
 
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
@@ -95,7 +108,44 @@ class VerificationFailed(WeightliftError):
     exit_code = EXIT_VERIFY_FAILED
 
 
+class SizeMismatch(VerificationFailed):
+    """The manifest's size and the stored object's disagree: a re-run cannot fix it."""
+
+
 class PlatformError(WeightliftError):
     """The training platform refused or failed (auth, not found, job failed or unfinished)."""
 
     exit_code = EXIT_PLATFORM
+
+
+# ---- a request's outcomes inside downloader/ (never shown to users as such) ------------------
+# fetch.py translates every aiohttp and socket error into these; no aiohttp type leaks out.
+
+class NetworkError(Exception):
+    """Connection refused/reset/dropped, stalled, too slow, or a body cut short: retryable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StatusError(Exception):
+    """A non-200/206 answer, with the start of its body for classification."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class Rejected(Exception):
+    """A 200/206 whose headers (or body length) do not match what was asked: not written."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class Abandon(Exception):
+    """The request was superseded (its file restarted or ended): drop the rest silently."""

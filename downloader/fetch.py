@@ -1,8 +1,8 @@
-"""Fetch one byte range of one object into the part file at its offset.
+"""One HTTP request for one byte range of one object, written through a fenced sink.
 
-The only module that touches aiohttp's request/response types (with engine.py's session setup);
-every aiohttp and socket error is translated here into ``NetworkError``, whose message carries
-no URL query string.
+The only module that touches aiohttp's request/response types (with ``session.py``'s session
+setup); every aiohttp and socket error is translated here into ``errors.NetworkError``, whose
+message carries no URL query string. ``byte_source.HttpByteSource`` wraps ``fetch_range``.
 """
 
 from __future__ import annotations
@@ -10,99 +10,67 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from weightlift.downloader.errors import (
+    Abandon,
     LazyRedactedUrl,
+    NetworkError,
+    Rejected,
+    StatusError,
     TransferFailed,
     redact_url,
-    write_failed,
 )
 from weightlift.downloader.failpoints import failpoint
 from weightlift.downloader.response_check import (
     Asked,
     Decision,
+    Probed,
     Verdict,
     decide,
-    parse_content_range,
+    judge_probe,
 )
+from weightlift.downloader.sink import Answer, Sink
+from weightlift.downloader.throughput import SpeedFloor
+
+__all__ = ["Abandon", "Answer", "NetworkError", "Pace", "Rejected", "StatusError", "Throttle",
+           "env_proxy", "fetch_range", "probe"]
 
 log = logging.getLogger(__name__)
 
 ERROR_BODY_LIMIT = 64 * 1024
 
 
-class NetworkError(Exception):
-    """Connection refused/reset/dropped, stalled, or a body cut short: retryable."""
-
-    def __init__(self, reason: str, *, progressed: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.progressed = progressed
-
-
-class StatusError(Exception):
-    """A non-200/206 answer, with the start of its body for classification."""
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-
-class Rejected(Exception):
-    """A 200/206 whose headers do not match what we asked: nothing was written."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.reason)
-        self.decision = decision
-
-
-class Abandon(Exception):
-    """The file was restarted or failed while this request ran; drop the rest silently."""
-
-
 @dataclass(frozen=True)
-class Answer:
-    """What a successful request told us about the object."""
+class Pace:
+    """The time limits of one request (see ``EngineConfig``)."""
 
-    total: int | None
-    etag: str | None
-    last_modified: str | None
-    headers: Mapping[str, str]
-    written: int
-
-
-# on_bytes(offset, length) -> False to abandon (file restarted meanwhile)
-OnBytes = Callable[[int, int], bool]
+    header_timeout: float = 30.0  # for the status line and all headers, however trickled
+    min_speed: float = 0.0  # bytes/s a body must keep over ``min_speed_window`` (0: off)
+    min_speed_window: float = 30.0
+    read_size: int = 1 << 20
 
 
-async def fetch_range(
-    session: aiohttp.ClientSession,
-    url: str,
-    asked: Asked,
-    fd: int,
-    on_bytes: OnBytes,
-    *,
-    read_size: int = 1 << 20,
-    same_object: Callable[[str | None], bool] = lambda etag: True,
-    where: str = "the output folder's disk",
-) -> Answer:
-    """GET bytes [asked.start, asked.end) and pwrite them at their offsets in ``fd``.
+# Awaited per block received when a rate cap is set (the shared token bucket).
+Throttle = Callable[[int], Awaitable[None]]
 
-    Writes only after the status and headers have been judged right; stops at the first byte
-    beyond what was asked. ``same_object`` is asked about the response's ETag before writing.
-    Raises NetworkError (retry), StatusError (classify), Rejected
-    (restart/retry), Abandon, or DiskFull/TransferFailed for local disk errors (naming
-    ``where``, the output folder).
+
+async def fetch_range(session: aiohttp.ClientSession, url: str, asked: Asked, sink: Sink,
+                      pace: Pace = Pace(), throttle: Throttle | None = None) -> Answer:
+    """GET bytes [asked.start, asked.end) and write them through ``sink`` at their offsets.
+
+    Writes only after the status and headers were judged right (``response_check.decide``);
+    stops at the first byte beyond what was asked, and as soon as the sink says the request
+    was superseded (Abandon). Raises NetworkError (retry: also for a header read beyond
+    ``pace.header_timeout``, a body slower than ``pace.min_speed``, or one cut short),
+    StatusError (classify), Rejected, Abandon, or a WeightliftError for local disk errors.
     """
     headers = {"Accept-Encoding": "identity"}
     if asked.ranged:
@@ -111,72 +79,134 @@ async def fetch_range(
             # If-Match, not If-Range: a replaced object then answers a tiny 412 instead of
             # sending its whole new body to every request in flight, only to be thrown away.
             headers["If-Match"] = asked.validator
-    offset = asked.start
-    written = 0
     target = URL(url, encoded=True)
     proxy, proxy_auth = env_proxy(target.scheme, target.host)
-    with _mapped_errors(url, lambda: written > 0):
-        async with session.get(target, headers=headers, proxy=proxy,
-                               proxy_auth=proxy_auth) as resp:
-            resp_headers = {k: v for k, v in resp.headers.items()}
+    with _mapped_errors(url):
+        async with _headers_within(pace.header_timeout, session.get(
+                target, headers=headers, proxy=proxy, proxy_auth=proxy_auth)) as resp:
+            resp_headers = dict(resp.headers.items())
             decision = decide(resp.status, resp_headers, asked)
             log.debug("GET %s (%s) -> %d%s%s", LazyRedactedUrl(url), headers.get("Range", "whole"),
                       resp.status, _said(resp_headers.get("Content-Range")),
                       "" if decision.verdict is Verdict.WRITE else
                       f" [{decision.verdict.name.lower()}]")
             if decision.verdict is Verdict.ERROR_STATUS:
-                body = await _read_error_body(resp)
-                raise StatusError(resp.status, resp_headers, body)
+                raise StatusError(resp.status, resp_headers, await _read_error_body(resp))
             if decision.verdict is not Verdict.WRITE:
                 raise Rejected(decision)
-            if not same_object(decision.etag):
-                # Requests sent before the first answer carried no If-Match: compare now.
-                raise Rejected(Decision(Verdict.OBJECT_CHANGED, "the object's ETag changed"))
-            limit = asked.end if asked.size is not None or asked.ranged else None
-            async for block in resp.content.iter_chunked(read_size):
-                if limit is not None and offset + len(block) > limit:
-                    raise Rejected(Decision(Verdict.BAD_RESPONSE, "body longer than asked"))
-                _pwrite_all(fd, block, offset, where)
-                failpoint("fetch.after_write")
-                if not on_bytes(offset, len(block)):
-                    raise Abandon()
-                offset += len(block)
-                written += len(block)
-            if limit is not None and offset < limit:
-                raise NetworkError(
-                    f"body ended {limit - offset} bytes early", progressed=written > 0
-                )
-            return Answer(
-                total=decision.total,
-                etag=decision.etag,
-                last_modified=resp_headers.get("Last-Modified"),
-                headers=resp_headers,
-                written=written,
-            )
+            answered = getattr(sink, "answered", None)
+            if answered is not None:
+                answered(decision, resp_headers)  # raises Abandon when superseded meanwhile
+            written = await _stream(resp, asked, decision, sink, pace, throttle)
+            return Answer(decision.total, decision.etag, resp_headers.get("Last-Modified"),
+                          resp_headers, written, decision)
 
 
-async def probe_size(session: aiohttp.ClientSession, url: str) -> tuple[int | None, bool]:
+async def _stream(resp: aiohttp.ClientResponse, asked: Asked, decision: Decision, sink: Sink,
+                  pace: Pace, throttle: Throttle | None) -> int:
+    """Copy the body through the sink; returns the bytes written."""
+    offset = asked.start if asked.ranged and not decision.whole else 0
+    if decision.whole or not asked.ranged:
+        limit = asked.size  # the whole object: as long as the manifest says, if it says
+    else:
+        limit = asked.end
+    start = offset
+    watch = _SpeedWatch(resp, pace) if pace.min_speed > 0 else None
+    content = resp.content
+    size = pace.read_size
+    try:
+        while block := await content.read(size):
+            if limit is not None and offset + len(block) > limit:
+                raise Rejected(Decision(Verdict.BAD_RESPONSE, "body longer than asked"))
+            if watch is not None:
+                watch.floor.count(len(block))
+            if throttle is not None:
+                # Before the write: a block counts as received when it is due (a throttle
+                # after it would let a file's last block land at once).
+                await throttle(len(block))
+            if not sink.write(offset, block):
+                raise Abandon()
+            failpoint("fetch.after_write")
+            offset += len(block)
+    except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+        if watch is not None and watch.tripped:
+            raise NetworkError(f"slower than {pace.min_speed:g} bytes/s over "
+                               f"{pace.min_speed_window:g} s") from None
+        raise
+    finally:
+        if watch is not None:
+            watch.cancel()
+    if limit is not None and offset < limit:
+        raise NetworkError(f"body ended {limit - offset} bytes early")
+    return offset - start
+
+
+class _SpeedWatch:
+    """Checks the body's speed once per window (a timer, not a check per block) and closes
+    the response when it fell below the floor: the pending read then fails."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, pace: Pace) -> None:
+        self._resp = resp
+        self._loop = asyncio.get_running_loop()
+        self.floor = SpeedFloor(pace.min_speed, pace.min_speed_window, self._loop.time())
+        self.tripped = False
+        self._handle = self._loop.call_at(self.floor.deadline(), self._check)
+
+    def _check(self) -> None:
+        if self.floor.check(self._loop.time()):
+            self._handle = self._loop.call_at(self.floor.deadline(), self._check)
+            return
+        self.tripped = True
+        self._resp.close()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+class _headers_within:  # noqa: N801 - used like a function in ``async with``
+    """Enter ``request`` (status line and headers read) within ``timeout`` seconds in all,
+    however slowly they trickle (aiohttp's sock_read restarts at every byte)."""
+
+    def __init__(self, timeout: float, request: Any) -> None:
+        self._timeout = timeout
+        self._request = request
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        # asyncio.wait, not wait_for (which can swallow a cancellation on Python <= 3.11).
+        task = asyncio.ensure_future(self._request.__aenter__())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._timeout)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if not done:
+            if not task.cancelled() and task.exception() is None:
+                await self._request.__aexit__(None, None, None)
+            raise NetworkError(f"no complete response headers within {self._timeout:g} s")
+        resp: aiohttp.ClientResponse = task.result()
+        return resp
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._request.__aexit__(*exc)
+
+
+async def probe(session: aiohttp.ClientSession, url: str, pace: Pace = Pace()) -> Probed:
     """The object's size (None if the server will not say) and whether it answers Range
     requests, from one 1-byte request. Raises StatusError or NetworkError like fetch_range."""
     headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
     target = URL(url, encoded=True)
     proxy, proxy_auth = env_proxy(target.scheme, target.host)
-    with _mapped_errors(url, lambda: False):
-        async with session.get(target, headers=headers, proxy=proxy,
-                               proxy_auth=proxy_auth) as resp:
+    with _mapped_errors(url):
+        async with _headers_within(pace.header_timeout, session.get(
+                target, headers=headers, proxy=proxy, proxy_auth=proxy_auth)) as resp:
+            resp_headers = dict(resp.headers.items())
             log.debug("GET %s (probe, bytes=0-0) -> %d%s", LazyRedactedUrl(url), resp.status,
-                      _said(resp.headers.get("Content-Range")))
-            if resp.status == 206:
-                parsed = parse_content_range(resp.headers.get("Content-Range", ""))
-                if parsed is not None and parsed[2] is not None:
-                    return parsed[2], True
-                return None, False
-            if resp.status == 200:
-                length = resp.headers.get("Content-Length", "")
-                return (int(length) if length.isdigit() else None), False
-            if resp.status == 416:  # nothing to range over: an empty object
-                return 0, True
-            raise StatusError(resp.status, dict(resp.headers), await _read_error_body(resp))
+                      _said(resp_headers.get("Content-Range")))
+            judged = judge_probe(resp.status, resp_headers)
+            if isinstance(judged, str):
+                raise StatusError(resp.status, resp_headers, await _read_error_body(resp))
+            return judged
 
 
 @functools.lru_cache(maxsize=64)
@@ -197,23 +227,21 @@ def env_proxy(scheme: str, host: str | None) -> tuple[URL | None, aiohttp.BasicA
 
 
 @contextmanager
-def _mapped_errors(url: str, progressed: Callable[[], bool]) -> Iterator[None]:
+def _mapped_errors(url: str) -> Iterator[None]:
     """Translate aiohttp and socket errors into ours, in this one place; messages carry no
-    URL query string. ``progressed`` tells whether the request had written bytes."""
+    URL query string."""
     try:
         yield
     except (StatusError, Rejected, Abandon, TransferFailed, NetworkError):
         raise
     except asyncio.TimeoutError:
-        raise NetworkError("no data for too long (stalled)", progressed=progressed()) from None
+        raise NetworkError("no data for too long (stalled)") from None
     except aiohttp.ClientPayloadError:
-        raise NetworkError("connection dropped mid-body", progressed=progressed()) from None
+        raise NetworkError("connection dropped mid-body") from None
     except aiohttp.ClientConnectorError as exc:
-        raise NetworkError(
-            f"cannot connect to {exc.host}:{exc.port}", progressed=progressed()
-        ) from None
+        raise NetworkError(f"cannot connect to {exc.host}:{exc.port}") from None
     except aiohttp.ServerDisconnectedError:
-        raise NetworkError("server closed the connection", progressed=progressed()) from None
+        raise NetworkError("server closed the connection") from None
     except aiohttp.TooManyRedirects:
         raise TransferFailed(f"too many redirects for {redact_url(url)}",
                              "storage is redirecting in a loop") from None
@@ -225,28 +253,28 @@ def _mapped_errors(url: str, progressed: Callable[[], bool]) -> Iterator[None]:
     except aiohttp.InvalidURL:
         raise TransferFailed(f"invalid URL {redact_url(url)}") from None
     except aiohttp.ClientResponseError as exc:
-        raise NetworkError(f"bad HTTP response ({exc.status})", progressed=progressed()) from None
+        if _headers_too_large(exc):
+            # aiohttp's limit (8 KiB a line) does not move between tries: say so, once.
+            raise TransferFailed(f"the response headers from {redact_url(url)} were too large",
+                                 "the server sends headers beyond 8 KiB a line; "
+                                 "ask its operator") from None
+        raise NetworkError("malformed HTTP response "
+                           f"({' '.join(str(exc.message).split())[:80]})") from None
     except aiohttp.ClientError as exc:
-        raise NetworkError(type(exc).__name__, progressed=progressed()) from None
+        raise NetworkError(type(exc).__name__) from None
     except ConnectionError as exc:
-        raise NetworkError(exc.strerror or type(exc).__name__, progressed=progressed()) from None
+        raise NetworkError(exc.strerror or type(exc).__name__) from None
+
+
+def _headers_too_large(exc: aiohttp.ClientResponseError) -> bool:
+    """aiohttp reports a response head it would not read as a 400-ish error of its own
+    ("Got more than 8190 bytes when reading ..."): the server's headers were too large."""
+    text = str(exc.message).lower()
+    return "got more than" in text or "too long" in text or "too large" in text
 
 
 def _said(content_range: str | None) -> str:
     return f" {content_range}" if content_range else ""
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int, where: str) -> None:
-    """Write all of ``data`` at ``offset`` (inline: a 1 MiB pwrite into the page cache is
-    faster than a thread hop, as measured in DESIGN.md §4)."""
-    view = memoryview(data)
-    try:
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
-    except OSError as exc:
-        raise write_failed(exc, where, "the part file") from None
 
 
 async def _read_error_body(resp: aiohttp.ClientResponse) -> bytes:

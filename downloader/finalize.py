@@ -198,17 +198,16 @@ class Sealed:
 SEAL_THREADS = 8  # data syncs in flight at once while a batch is sealed
 
 
-def commit_batch(items: list[Sealed], finished_log: Path, out_dir: Path, durable: bool, *,
-                 move: Callable[..., None] | None = None) -> list[BaseException | None]:
+def commit_batch(items: list[Sealed], finished_log: Path, out_dir: Path,
+                 durable: bool) -> list[BaseException | None]:
     """Seal, log and rename a batch of finished parts with one log append and one sync per
     folder (a group commit): per file the same order as one at a time (data synced, then
     logged, then renamed), but the log and folder syncs are shared by the whole batch.
 
     Returns, per item, None or the error that stopped that file: a WeightliftError (a local
     OSError is mapped, ENOSPC to DiskFull), or ``NotLogged`` for a part that was sealed but
-    could not be logged. ``move`` replaces ``move_into_place`` (tests stand a kill in for it).
+    could not be logged.
     """
-    move = move or move_into_place
     errors: list[BaseException | None] = [None] * len(items)
     entries: list[tuple[int, FinishedEntry]] = []
 
@@ -251,7 +250,7 @@ def commit_batch(items: list[Sealed], finished_log: Path, out_dir: Path, durable
             failpoint("finalize.between_renames")
         item = items[i]
         try:
-            move(item.part, item.final, out_dir, False)
+            move_into_place(item.part, item.final, out_dir, False)
         except WeightliftError as exc:
             errors[i] = exc
             continue

@@ -58,6 +58,15 @@ class HashFrontier:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
 
+    def feed(self, offset: int, data: bytes | memoryview) -> None:
+        """Hash a block that was just written at ``offset`` from memory, when it is exactly
+        where the frontier stands and nothing is queued for reading back; otherwise the block
+        is left to ``advance`` (read back later)."""
+        if offset == self.offset and self._target <= offset and (
+                self._task is None or self._task.done()):
+            self._sha.update(data)
+            self.offset = self._target = offset + len(data)
+
     async def _run(self) -> None:
         while self.offset < self._target:
             end = min(self._target, self.offset + 16 * BLOCK)

@@ -33,6 +33,9 @@ class Asked:
     size: int | None
     ranged: bool
     validator: str | None = None  # the ETag we sent as If-Match, if any
+    # A 200 (the whole object) is an acceptable answer: the file's first Range request, sent
+    # alone while Range support is unproven. A server that ignores Range then costs one GET.
+    may_be_whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Decision:
     reason: str = ""
     total: int | None = None  # object size the server states, when it states one
     etag: str | None = None
+    whole: bool = False  # the body is the whole object from byte 0 (a 200 to a Range request)
 
 
 def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
@@ -94,6 +98,8 @@ def decide(status: int, headers: Mapping[str, str], asked: Asked) -> Decision:
             if asked.validator and not etag:
                 return Decision(Verdict.OBJECT_CHANGED,
                                 "200 without an ETag to a conditional Range request", etag=etag)
+            if asked.may_be_whole and asked.start == 0:
+                return Decision(Verdict.WRITE, total=total, etag=etag, whole=True)
             return Decision(Verdict.NO_RANGE_SUPPORT, "server answered 200 to a Range request",
                             total=total, etag=etag)
         return Decision(Verdict.WRITE, total=total, etag=etag)
@@ -124,6 +130,41 @@ def decide(status: int, headers: Mapping[str, str], asked: Asked) -> Decision:
         return Decision(Verdict.BAD_RESPONSE, "Content-Length disagrees with Content-Range",
                         etag=etag)
     return Decision(Verdict.WRITE, total=total, etag=etag)
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What a 1-byte probe of an object of unknown size learned."""
+
+    size: int | None  # None: the server does not state it (stream one GET to its end)
+    ranged: bool  # the server answers Range requests
+
+
+def judge_probe(status: int, headers: Mapping[str, str]) -> Probed | str:
+    """Judge the answer to ``Range: bytes=0-0`` (a 2xx or 416); other statuses: a string.
+
+    A 416 means an empty object only when it says so (``Content-Range: bytes */0``)."""
+    cr_text = _header(headers, "Content-Range") or ""
+    if status == 206:
+        parsed = parse_content_range(cr_text)
+        if parsed is not None and parsed[0] == 0 and parsed[2] is not None:
+            return Probed(parsed[2], True)
+        return Probed(None, False)  # no total stated (bytes 0-0/*), multipart, ...: one GET
+    if status == 200:
+        length = (_header(headers, "Content-Length") or "").strip()
+        return Probed(int(length) if length.isdigit() else None, False)
+    if status == 416:
+        m = _UNSATISFIED.match(cr_text)
+        if m is None:
+            return Probed(None, False)  # says nothing of the size: one whole GET tells
+        stated = int(m.group(1))
+        # "bytes */1000000" to a request for byte 0 is nonsense, not an empty object: fetch it
+        # whole (without Range) and hold it to that size.
+        return Probed(0, True) if stated == 0 else Probed(stated, False)
+    return f"HTTP {status}"
+
+
+_UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 
 
 def storage_sha256(headers: Mapping[str, str]) -> str | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-import weightlift.downloader.engine as engine_mod
+import weightlift.downloader.part_files as part_files_mod
 from weightlift.downloader.engine import MAX_OPEN_PARTS, EngineConfig
 from weightlift.downloader.manifest import Manifest, validate_manifest
 from weightlift.downloader.pull import pull
@@ -238,14 +238,14 @@ async def test_fd_check_catches_a_leaked_part_file(storage_server, tmp_path, mon
     descriptor is caught, with the files named."""
     model = _put_model(storage_server.emu, _sharded("leak", 8), seed=1)
     leaked: list[int] = []
-    real_open_part = engine_mod.open_part
+    real_open_part = part_files_mod.open_part
 
     def leaky_open_part(*args, **kwargs):  # type: ignore[no-untyped-def]
         fd = real_open_part(*args, **kwargs)
         leaked.append(os.dup(fd))
         return fd
 
-    monkeypatch.setattr(engine_mod, "open_part", leaky_open_part)
+    monkeypatch.setattr(part_files_mod, "open_part", leaky_open_part)
     before = _fds()
     try:
         result = await pull(_source(storage_server, model), tmp_path / "out", _config(8))

@@ -265,7 +265,7 @@ async def test_symlink_planted_in_output_is_not_followed(storage_server, tmp_pat
 
 async def test_kill_between_log_and_rename_recovers_without_network(storage_server, tmp_path,
                                                                       monkeypatch):
-    import weightlift.downloader.engine as engine_mod
+    import weightlift.downloader.finalize as finalize_mod
 
     files = {"a.bin": _data(MiB, 6)}
     _put(storage_server, files)
@@ -276,7 +276,7 @@ async def test_kill_between_log_and_rename_recovers_without_network(storage_serv
     def killed(*args, **kwargs):
         raise Killed
 
-    monkeypatch.setattr(engine_mod, "move_into_place", killed)
+    monkeypatch.setattr(finalize_mod, "move_into_place", killed)
     with pytest.raises(Killed):
         await pull(_source(storage_server, files), tmp_path, FAST)
     assert not (tmp_path / "a.bin").exists()
@@ -286,3 +286,49 @@ async def test_kill_between_log_and_rename_recovers_without_network(storage_serv
     assert [f.status for f in result.files] == ["already-complete"]
     assert storage_server.emu.total_bytes_served == served
     _assert_landed(tmp_path, files)
+
+
+async def test_a_resumed_pull_of_unstated_sizes_counts_the_model_once(storage_server, tmp_path):
+    """PullStarted.total_bytes is the model's size, resumed ranges included once (a resumed
+    pull of plain URLs used to announce its size plus what was already on disk)."""
+    files = {"a.bin": _data(2 * MiB, 7), "b.bin": _data(MiB, 8)}
+    _put(storage_server, files)
+
+    def unsized() -> ResolvedSource:
+        return ResolvedSource(validate_manifest({"files": [
+            {"rel": rel, "url": storage_server.presign(rel)} for rel in files]}),
+            None, None, "test")
+
+    storage_server.emu.inject("a.bin", Fault.drop_after(100 * KiB), times=1, from_offset=MiB)
+    once = EngineConfig(connections=2, chunk_size=MiB, stall_timeout=1.0, seed=1,
+                        retry=RetryPolicy(max_attempts=1))
+    first = await pull(unsized(), tmp_path, once)
+    assert [f.status for f in first.files] == ["failed", "downloaded"]
+    events = []
+    second = await pull(unsized(), tmp_path, FAST, events.append)
+    assert second.ok, second.files
+    started = next(e for e in events if type(e).__name__ == "PullStarted")
+    assert started.total_bytes == sum(len(d) for d in files.values())
+    assert MiB <= started.resumed_bytes < started.total_bytes
+    _assert_landed(tmp_path, files)
+
+
+async def test_a_broken_header_fails_its_file_and_the_others_finish(storage_server, tmp_path):
+    """The header check fails a shard whose header can never load, at once and exit 1, while
+    the pull goes on for the other files (the file is counted as ended once)."""
+    from weightlift.cli.pull_cmd import safetensors_header_check
+
+    bad = (20).to_bytes(8, "little") + b'{"a": nonsense here}' + _data(MiB, 9)
+    files = {"bad.safetensors": bad, "big.bin": _data(3 * MiB, 10), "c.bin": _data(MiB, 11)}
+    _put(storage_server, files)
+    config = EngineConfig(connections=4, chunk_size=256 * KiB, stall_timeout=1.0, seed=1,
+                          header_check=safetensors_header_check)
+    result = await pull(_source(storage_server, files), tmp_path, config)
+    status = {f.rel: (f.status, f.exit_code) for f in result.files}
+    assert status == {"bad.safetensors": ("failed", 1), "big.bin": ("downloaded", 0),
+                      "c.bin": ("downloaded", 0)}
+    assert "broken safetensors header" in next(
+        f.error for f in result.files if f.rel == "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+    for rel in ("big.bin", "c.bin"):
+        assert (tmp_path / rel).read_bytes() == files[rel]

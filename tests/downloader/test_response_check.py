@@ -5,8 +5,10 @@ import pytest
 
 from weightlift.downloader.response_check import (
     Asked,
+    Probed,
     Verdict,
     decide,
+    judge_probe,
     parse_content_range,
     storage_sha256,
 )
@@ -70,3 +72,40 @@ def test_storage_sha256_only_for_whole_object_checksums():
                            "x-amz-checksum-type": "COMPOSITE"}) is None
     assert storage_sha256({"x-amz-checksum-sha256": "!!"}) is None
     assert storage_sha256({}) is None
+
+
+FIRST = Asked(start=0, end=100, size=1000, ranged=True, may_be_whole=True)
+
+
+@pytest.mark.parametrize(("status", "headers", "asked", "verdict", "whole"), [
+    # A file's first Range request, alone while Range support is unproven: a 200 is the object.
+    (200, {"Content-Length": "1000"}, FIRST, Verdict.WRITE, True),
+    (200, {}, FIRST, Verdict.WRITE, True),
+    (200, {"Content-Length": "999"}, FIRST, Verdict.SIZE_MISMATCH, False),
+    (206, {"Content-Range": "bytes 0-99/1000"}, FIRST, Verdict.WRITE, False),
+    # Any other Range request: a 200 is not what was asked.
+    (200, {"Content-Length": "1000"}, Asked(0, 100, 1000, True), Verdict.NO_RANGE_SUPPORT,
+     False),
+    (200, {"Content-Length": "1000"}, Asked(100, 200, 1000, True, may_be_whole=True),
+     Verdict.NO_RANGE_SUPPORT, False),
+])
+def test_first_request_may_be_answered_whole(status, headers, asked, verdict, whole):
+    decision = decide(status, headers, asked)
+    assert decision.verdict is verdict
+    assert decision.whole is whole
+
+
+@pytest.mark.parametrize(("status", "headers", "expected"), [
+    (206, {"Content-Range": "bytes 0-0/1000"}, Probed(1000, True)),
+    (206, {"Content-Range": "bytes 0-0/*"}, Probed(None, False)),  # size unstated: one GET
+    (206, {"Content-Type": "multipart/byteranges; boundary=x"}, Probed(None, False)),
+    (200, {"Content-Length": "1000"}, Probed(1000, False)),
+    (200, {"Transfer-Encoding": "chunked"}, Probed(None, False)),
+    # 416 is an empty object only when it says the total is 0.
+    (416, {"Content-Range": "bytes */0"}, Probed(0, True)),
+    (416, {"Content-Range": "bytes */1000000"}, Probed(1000000, False)),
+    (416, {}, Probed(None, False)),
+    (403, {}, "HTTP 403"),
+])
+def test_probe_table(status, headers, expected):
+    assert judge_probe(status, headers) == expected
