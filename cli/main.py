@@ -112,6 +112,19 @@ def _add_pull_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip checkpoint validation")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("many nodes (Ray; pip install 'weightlift[ray]')")
+    g.add_argument("--ray", action="store_true",
+                   help="pull onto every node of a Ray cluster, origin serving the model once; "
+                        "DIR may hold {node}, the node's id")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the cluster to join (default: $RAY_ADDRESS)")
+    g.add_argument("--ray-nodes", default=None, metavar="RESOURCE|LABEL=VALUE",
+                   help="only the nodes with this custom resource or label (default: all)")
+    g.add_argument("--ray-budget", type=parse_size, default=None, metavar="SIZE",
+                   help="object-store bytes the cluster may hold at once (default 1G)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="weightlift", description=__doc__)
     parser.add_argument("--version", action=_VersionAction)
@@ -128,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: the cache huggingface_hub uses) instead of -o DIR")
     pull.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     pull.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_ray_options(pull)
 
     watch = sub.add_parser("watch", help="follow a training run; with --pull, then download it")
     watch.add_argument("source", metavar="SOURCE",

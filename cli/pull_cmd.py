@@ -163,6 +163,10 @@ def pull_report(result: PullResult, out: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray or args.ray_address or args.ray_nodes or args.ray_budget:
+        from weightlift.cli.ray_cmd import run as run_ray
+
+        return run_ray(args)
     progress = Progress(quiet=args.quiet or args.json)
 
     async def resolve_then_pull() -> tuple[int, dict[str, Any]]:

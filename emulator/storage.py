@@ -44,6 +44,7 @@ CHUNK = 1 << 20  # body writes on the fault path
 SENDFILE_PIECE = 64 << 20  # sendfile in pieces so byte counters advance during big bodies
 GZIP_IN_MEMORY = 64 << 20  # gzip bodies up to this are sent with a Content-Length
 THROTTLE_CHUNK = 16 << 10
+TOTAL_RATE_CHUNK = 256 << 10  # body writes under StorageEmulator.total_rate
 FLUSH_LIMIT = 5.0  # seconds to wait for the socket buffer to drain before a drop/close
 
 _SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
@@ -141,6 +142,10 @@ class StorageEmulator:
         self._faults = FaultPlan()
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
+        # A cap on the bytes per second served by all requests together (0: none), as an
+        # origin's egress limit; set it before serving. Paced per TOTAL_RATE_CHUNK written.
+        self.total_rate = 0.0
+        self._paced_until = 0.0
 
     # --- objects ---------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -412,7 +417,8 @@ class StorageEmulator:
             return resp
 
         try:
-            if self.use_sendfile and fault is None and obj.path is not None and st.sel.length:
+            if (self.use_sendfile and fault is None and obj.path is not None and st.sel.length
+                    and not self.total_rate):
                 await self._sendfile(request, resp, rec, obj, st.sel)
             else:
                 await self._stream(request, resp, rec, st)
@@ -473,7 +479,7 @@ class StorageEmulator:
         pause_at = sel.start + fault.n_bytes if fault is not None and kind == "stall" else None
         flip = fault.offset if fault is not None and kind == "flip_byte" else None
         rate = fault.rate if fault is not None and kind == "throttle" else 0.0
-        chunk = THROTTLE_CHUNK if rate else CHUNK
+        chunk = THROTTLE_CHUNK if rate else TOTAL_RATE_CHUNK if self.total_rate else CHUNK
         compressor = (zlib.compressobj(6, zlib.DEFLATED, 31) if kind == "gzip" else None)
 
         fd = os.open(obj.path, os.O_RDONLY) if obj.path is not None else None
@@ -500,6 +506,8 @@ class StorageEmulator:
                 if data:
                     await resp.write(data)
                     self._count(rec, len(data))
+                    if self.total_rate:
+                        await self._pace(len(data), shutdown)
                 pos += n
                 if rate:
                     ahead = (pos - sel.start) / rate - (time.monotonic() - t0)
@@ -527,6 +535,14 @@ class StorageEmulator:
                     transport.close()  # FIN after the buffered bytes: a clean short body
             raise ConnectionResetError("fault: connection cut")
         await resp.write_eof()
+
+    async def _pace(self, n: int, shutdown: asyncio.Event) -> None:
+        """Hold this body back so that all bodies together stay within ``total_rate``: each
+        block books its share of the shared timeline (one event loop serves them all)."""
+        now = time.monotonic()
+        self._paced_until = max(self._paced_until, now) + n / self.total_rate
+        if self._paced_until > now:
+            await _sleep_unless(shutdown, self._paced_until - now)
 
     @staticmethod
     async def _flush(request: web.Request, shutdown: asyncio.Event) -> None:
