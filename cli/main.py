@@ -211,6 +211,9 @@ def run(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("pull needs -o DIR", "where should the model go?")
             if args.output is not None and args.hf_cache is not None:
                 raise UsageError("--hf-cache replaces -o DIR", "pass one of them")
+            if args.hf_cache is not None and (args.ray or args.ray_address):
+                raise UsageError("--hf-cache is not taken with --ray",
+                                 "pull onto the nodes with -o DIR")
             if args.hf_cache is not None:
                 from weightlift.downloader.sources.hf_cache import check_hf_cache_sources
 

@@ -242,6 +242,8 @@ def test_hf_cache_is_found_offline(hub: tuple[DemoHub, ThreadedHub], tmp_path: P
     (["hf://o/n"], "weightlift: error: pull needs -o DIR (where should the model go?)"),
     (["hf://o/n", "-o", "x", "--hf-cache"],
      "weightlift: error: --hf-cache replaces -o DIR (pass one of them)"),
+    (["hf://o/n", "--ray", "--hf-cache"],
+     "weightlift: error: --hf-cache is not taken with --ray (pull onto the nodes with -o DIR)"),
 ])
 def test_output_arguments(args: list[str], line: str, capsys: pytest.CaptureFixture[str],
                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
