@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--dry-run", action="store_true",
                       help="fetch nothing: list what would be fetched, what is already here and "
                            "whether the disk has room (exit 0, or 3 when it does not fit)")
+    pull.add_argument("--hf-cache", nargs="?", const="", default=None, metavar="DIR",
+                      help="hf:// only: write into the Hugging Face cache layout in DIR "
+                           "(default: the cache huggingface_hub uses) instead of -o DIR")
     pull.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     pull.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_ray_options(pull)
@@ -269,6 +272,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         _setup_logging(args.verbose, getattr(args, "quiet", False))
         if args.command == "pull":
+            if args.output is not None and args.hf_cache is not None:
+                raise UsageError("--hf-cache replaces -o DIR", "pass one of them")
+            if args.hf_cache is not None and (args.ray or args.ray_address):
+                raise UsageError("--hf-cache is not taken with --ray",
+                                 "pull onto the nodes with -o DIR")
+            if args.hf_cache is not None:
+                from weightlift.downloader.sources.hf_cache import check_hf_cache_sources
+
+                check_hf_cache_sources(args.sources)
             from weightlift.cli.pull_cmd import run as run_pull
 
             return run_pull(args)

@@ -124,9 +124,36 @@ async def pull_for_cli(sources: list[str], output: str | None, args: argparse.Na
                        progress: Progress, *, env: Mapping[str, str] | None = None,
                        seen: list[Path] | None = None) -> PullReport:
     """The API's pull with the CLI's progress; ``seen`` receives the output folder."""
+    if getattr(args, "hf_cache", None) is not None:
+        return await pull_into_hf_cache_for_cli(sources, args, progress,
+                                                env=os.environ if env is None else env,
+                                                seen=seen)
     return await run_pull(sources, output, pull_options(args), progress,
                           env=os.environ if env is None else env,
                           on_output=seen.append if seen is not None else None)
+
+
+async def pull_into_hf_cache_for_cli(sources: list[str], args: argparse.Namespace,
+                                     progress: Progress, *, env: Mapping[str, str],
+                                     seen: list[Path] | None = None) -> PullReport:
+    """`--hf-cache`: the API's pull into the cache's staging folder, then the cache layout; the
+    report's `output` is the snapshot, where the model is loaded from."""
+    from weightlift.downloader.sources.hf_cache import pull_into_hf_cache
+    from weightlift.downloader.sources.resolve import open_source
+    from weightlift.settings import env_settings
+
+    options = pull_options(args)
+    async with open_source(sources, env) as source:
+        report, snapshot = await pull_into_hf_cache(
+            source, sources, args.hf_cache,
+            lambda out: pull_resolved(sources, source, out, options, progress,
+                                      settings=env_settings(env),
+                                      on_output=seen.append if seen is not None else None),
+            lambda done: [f.rel for f in done.files] if done.ok and not done.dry_run else None)
+    if snapshot is not None:
+        report.output = str(snapshot)
+        progress.say(f"Hugging Face cache: {snapshot}")
+    return report
 
 
 async def pull_and_verify(source: ResolvedSource, out: Path, args: argparse.Namespace,

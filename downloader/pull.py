@@ -33,6 +33,7 @@ async def pull(
             write_receipt(out_dir, Receipt(
                 model_id=source.manifest.model_id,
                 source=origin,
+                revision=source.manifest.version,
                 expected_params=source.expected_params,
                 files=[ReceiptFile(rel=fr.rel, size=fr.size, sha256=fr.sha256 or "",
                                    source=fr.source, etag=fr.etag) for fr in result.files],

@@ -40,6 +40,8 @@ class Receipt(BaseModel):
     version: int = 1
     model_id: str | None = None
     source: str | None = None  # the SOURCE argument(s), redacted (None: an older receipt)
+    # The version of the model the source named: a Hub commit sha, a platform's model version.
+    revision: str | None = None
     expected_params: int | None = None
     files: list[ReceiptFile] = Field(default_factory=list)
 

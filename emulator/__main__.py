@@ -1,8 +1,9 @@
 """The emulator on its own.
 
 `python -m weightlift.emulator [--port 8700]`: the Axom and TensorOne APIs (on --port) and their
-storage (on the next port, or a free one), with one scripted job on each platform; prints the
-base URLs, keys and example commands.
+storage (on the next port, or a free one), with one scripted job on each platform, and a Hugging
+Face Hub stand-in (on the port after, or a free one) with a public, a private and a gated model
+and a dataset; prints the base URLs, keys and example commands.
 
 `python -m weightlift.emulator storage --dir DIR [--port 8700]`: serve a folder's files as
 presigned objects and write an Axom-shaped manifest for them.
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from weightlift.emulator.hub_demo import announce as announce_hub
+from weightlift.emulator.hub_demo import demo_hub
 from weightlift.emulator.platforms import ClockFromFirstRequest, PlatformEmulator
 from weightlift.emulator.runs import RunScript, RunTimeline
 from weightlift.emulator.signing import STYLES
@@ -120,6 +123,7 @@ async def _serve_platforms(args: argparse.Namespace, workdir: Path) -> None:
     storage = web.AppRunner(emu.storage.make_app(), access_log=None, shutdown_timeout=1.0)
     await api.setup()
     await storage.setup()
+    hub_runner: list[web.AppRunner] = []
     try:
         await web.TCPSite(api, args.host, args.port).start()
         api_port = api.addresses[0][1]
@@ -133,16 +137,31 @@ async def _serve_platforms(args: argparse.Namespace, workdir: Path) -> None:
         loop = asyncio.get_running_loop()
         for job_id in (axom_job, t1_job):  # generate now, so the first pull does not wait
             loop.run_in_executor(None, emu.prepare, job_id)
+        # The Hub stand-in: its LFS files live in the same storage, its API on its own port.
+        demo = await loop.run_in_executor(None, lambda: demo_hub(
+            workdir, model_bytes=args.model_size, url_lifetime=args.url_lifetime,
+            storage=emu.storage))
+        demo.hub.storage_base_url = emu.storage_base_url
+        hub = web.AppRunner(demo.hub.make_app(), access_log=None, shutdown_timeout=1.0)
+        await hub.setup()
+        hub_runner.append(hub)
+        try:
+            await web.TCPSite(hub, args.host, api_port + 2 if args.port else 0).start()
+        except OSError:
+            await web.TCPSite(hub, args.host, 0).start()
+        hub_base = f"http://{args.host}:{hub.addresses[0][1]}"
         base = f"http://{args.host}:{api_port}"
-        _announce_platforms(emu, base, axom_job, t1_job, script)
+        _announce_platforms(emu, base, axom_job, t1_job, script, announce_hub(demo, hub_base))
         await asyncio.Event().wait()
     finally:
         await api.cleanup()
         await storage.cleanup()
+        for runner in hub_runner:
+            await runner.cleanup()
 
 
 def _announce_platforms(emu: PlatformEmulator, base: str, axom_job: str, t1_job: str,
-                        script: RunScript) -> None:
+                        script: RunScript, hub_lines: list[str]) -> None:
     axom_env = f"AXOM_API_BASE={base}/api AXOM_KEY={emu.axom_key}"
     t1_env = f"TENSORONE_API_BASE={base}/v2 TENSORONE_API_KEY={emu.tensorone_key}"
     lines = [
@@ -160,6 +179,7 @@ def _announce_platforms(emu: PlatformEmulator, base: str, axom_job: str, t1_job:
         f"  {axom_env} weightlift watch axom://jobs/{axom_job} --pull -o ./model",
         f"  {t1_env} weightlift watch tensorone://jobs/{t1_job}",
         f"  {t1_env} weightlift pull tensorone://jobs/{t1_job} -o ./ckpt",
+        *hub_lines,
         f"  curl -H 'Authorization: Bearer {emu.axom_key}' {base}/api/jobs/{axom_job}",
     ]
     print("\n".join(lines), flush=True)

@@ -1,5 +1,6 @@
 """SOURCE arguments → a ResolvedSource (for `pull`) or a RunFollower (for `watch`).
 
+`hf://` SOURCEs are resolved with `huggingface_hub` (`HF_TOKEN`, `HF_ENDPOINT`; see `hf.py`).
 Platform URIs open an API session from the environment (`AXOM_KEY`/`AXOM_API_BASE`,
 `TENSORONE_API_KEY`/`TENSORONE_API_BASE`) that stays open while the caller works, because the
 manifest's `refresh` and the follower's `poll` use it. Manifest files and URLs go to
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from weightlift.downloader.errors import PlatformError, UsageError
+from weightlift.downloader.sources.hf_uri import is_hf_uri, parse_hf_uri
 from weightlift.downloader.sources.local import ResolvedSource, resolve_local
 from weightlift.downloader.sources.platform_uri import is_platform_uri, parse_platform_uri
 from weightlift.downloader.sources.s3_plan import is_s3_uri, parse_s3_uri
@@ -65,6 +67,15 @@ async def open_source(sources: list[str], env: Mapping[str, str] | None = None,
                       **session_options: Any) -> AsyncIterator[ResolvedSource]:
     """Resolve SOURCE arguments; a platform source's API session stays open inside the
     block (its `refresh` needs it)."""
+    if any(is_hf_uri(s) for s in sources):
+        if len(sources) != 1:
+            raise UsageError("pass one hf:// source per pull",
+                             "an hf:// source cannot be mixed with other sources")
+        from weightlift.downloader.sources.hf import open_hf
+
+        async with open_hf(parse_hf_uri(sources[0]), os.environ if env is None else env) as hf:
+            yield hf
+        return
     if any(is_s3_uri(s) for s in sources):
         if len(sources) != 1:
             raise UsageError("pass one s3:// source per pull",

@@ -1,0 +1,134 @@
+"""The loopback relay for Hub-served files: the token goes to the Hub's origin only (also across
+redirects), answers come back as the Hub sent them (status, validators, compressed bytes), and it
+relays nothing but the files it was given, to nobody without the pull's key."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from weightlift.downloader.sources.hf_relay import HubRelay
+
+TOKEN = "hf_relaytesttoken123456"
+BODY = bytes(range(256)) * 4
+
+
+async def _serve(aiohttp_server: Callable[[web.Application], Awaitable[Any]],
+                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    return f"http://{server.host}:{server.port}"
+
+
+async def test_token_stays_on_the_hub_origin(
+        aiohttp_server: Callable[[web.Application], Awaitable[Any]]) -> None:
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    async def cdn(request: web.Request) -> web.StreamResponse:
+        seen.append(("cdn", request.headers.get("Authorization"), request.headers.get("Range")))
+        return web.Response(status=206, body=BODY[4:8], headers={
+            "Content-Range": f"bytes 4-7/{len(BODY)}", "ETag": '"blob-1"'})
+
+    cdn_base = await _serve(aiohttp_server, cdn)
+
+    async def hub(request: web.Request) -> web.StreamResponse:
+        seen.append((request.path, request.headers.get("Authorization"), None))
+        if request.path.startswith("/org/m/resolve/"):  # same host, then another host
+            return web.Response(status=307, headers={"Location": "/api/resolve-cache/x"})
+        return web.Response(status=302, headers={"Location": f"{cdn_base}/blob?sig=abc"})
+
+    hub_base = await _serve(aiohttp_server, hub)
+    relay = HubRelay(hub_base, TOKEN)
+    await relay.start()
+    try:
+        url = relay.url_for(f"{hub_base}/org/m/resolve/abc123/config.json")
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession(auto_decompress=False) as session, \
+                session.get(URL(url, encoded=True), headers={"Range": "bytes=4-7"}) as resp:
+            assert resp.status == 206
+            assert resp.headers["Content-Range"] == f"bytes 4-7/{len(BODY)}"
+            assert resp.headers["ETag"] == '"blob-1"'
+            assert await resp.read() == BODY[4:8]
+    finally:
+        await relay.close()
+    assert seen == [("/org/m/resolve/abc123/config.json", f"Bearer {TOKEN}", None),
+                    ("/api/resolve-cache/x", f"Bearer {TOKEN}", None),
+                    ("cdn", None, "bytes=4-7")]
+
+
+async def test_answers_pass_through_and_strangers_get_nothing(
+        aiohttp_server: Callable[[web.Application], Awaitable[Any]]) -> None:
+    packed = gzip.compress(BODY)
+
+    async def hub(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/gone.json"):
+            return web.Response(status=503, headers={"Retry-After": "7"})
+        return web.Response(body=packed, headers={"Content-Encoding": "gzip", "ETag": '"g"'})
+
+    hub_base = await _serve(aiohttp_server, hub)
+    relay = HubRelay(hub_base, TOKEN)
+    await relay.start()
+    try:
+        packed_url = relay.url_for(f"{hub_base}/org/m/resolve/c/packed.json")
+        gone_url = relay.url_for(f"{hub_base}/org/m/resolve/c/gone.json")
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.get(URL(packed_url, encoded=True)) as resp:
+                # Compressed bytes stay compressed: the engine must see what the Hub sent.
+                assert resp.headers["Content-Encoding"] == "gzip"
+                assert await resp.read() == packed
+            async with session.get(URL(gone_url, encoded=True)) as resp:
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] == "7"
+            for stranger in (packed_url.split("?")[0], packed_url[:-3] + "xyz",
+                             packed_url.replace("packed.json", "other.json")):
+                async with session.get(URL(stranger, encoded=True)) as resp:
+                    assert resp.status == 404
+        with pytest.raises(ValueError, match="not a URL of this Hub"):
+            relay.url_for("http://elsewhere.example/org/m/resolve/c/x")
+    finally:
+        await relay.close()
+
+
+@pytest.mark.parametrize(("env", "proxied"), [
+    ({}, False),
+    ({"HTTP_PROXY": "http://10.0.0.1:3128"}, True),
+    ({"HTTP_PROXY": "http://10.0.0.1:3128", "NO_PROXY": "localhost,127.0.0.1"}, False),
+])
+async def test_a_proxy_that_would_swallow_the_relay_is_one_line(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], proxied: bool) -> None:
+    """The engine honours HTTP_PROXY: a proxy cannot reach our loopback relay, so a private
+    repository's pull says what to set instead of failing file by file."""
+    from types import SimpleNamespace
+
+    from weightlift.downloader.errors import UsageError
+    from weightlift.downloader.sources.hf import HubManifest
+    from weightlift.downloader.sources.hf_relay import proxied_loopback
+    from weightlift.downloader.sources.hf_uri import HfRef
+
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxied_loopback() is proxied
+    client = SimpleNamespace(ref=HfRef("model", "org/m"), endpoint="https://hub.example",
+                             token=TOKEN)
+    builder = HubManifest(client, "c" * 40, [], needs_token=True)  # type: ignore[arg-type]
+    try:
+        if proxied:
+            with pytest.raises(UsageError) as err:
+                await builder._relayed("https://hub.example/org/m/resolve/c/config.json")
+            assert err.value.one_line().endswith(
+                "HTTP_PROXY would carry requests to 127.0.0.1 to the proxy (add 127.0.0.1 to "
+                "NO_PROXY)")
+        else:
+            url = await builder._relayed("https://hub.example/org/m/resolve/c/config.json")
+            assert url.startswith("http://127.0.0.1:")
+    finally:
+        await builder.close()
