@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -218,12 +219,23 @@ def env_proxy(scheme: str, host: str | None) -> tuple[URL | None, aiohttp.BasicA
     ~/.netrc and send its credentials to the storage host (we promise none ever reach
     storage), and it spends two thread hops per request on these lookups (1,000 small files,
     2,000 hops)."""
-    if host is None:
+    if host is None or _is_loopback(host):
+        # A proxy elsewhere cannot reach this machine's loopback (a local mirror, the Hub
+        # relay, a test server): such a request always goes direct, whatever HTTP_PROXY says.
         return None, None
     try:
         return get_env_proxy_for_url(URL.build(scheme=scheme, host=host))
     except LookupError:
         return None, None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @contextmanager

@@ -218,13 +218,8 @@ class HubManifest:
         if not self.needs_token:
             return hub_url  # public: the engine fetches it from the Hub as it is
         if self.relay is None:
-            from weightlift.downloader.sources.hf_relay import HubRelay, proxied_loopback
+            from weightlift.downloader.sources.hf_relay import HubRelay
 
-            if proxied_loopback():
-                raise UsageError(
-                    f"{self.client.ref} needs the local relay for its token, but HTTP_PROXY "
-                    "would carry requests to 127.0.0.1 to the proxy",
-                    "add 127.0.0.1 to NO_PROXY")
             relay = HubRelay(self.client.endpoint, self.client.token or "")
             await relay.start()
             self.relay = relay

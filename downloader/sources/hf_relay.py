@@ -40,18 +40,6 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
-def proxied_loopback() -> bool:
-    """Whether the environment's proxy settings (HTTP_PROXY, NO_PROXY) would send the engine's
-    requests to the relay through a proxy, which cannot reach our loopback."""
-    from aiohttp.helpers import get_env_proxy_for_url
-
-    try:
-        get_env_proxy_for_url(URL("http://127.0.0.1/"))
-    except LookupError:
-        return False
-    return True
-
-
 class HubRelay:
     """Serve ``endpoint``'s files on loopback with ``token`` added (see the module docstring)."""
 

@@ -96,39 +96,38 @@ async def test_answers_pass_through_and_strangers_get_nothing(
         await relay.close()
 
 
-@pytest.mark.parametrize(("env", "proxied"), [
-    ({}, False),
-    ({"HTTP_PROXY": "http://10.0.0.1:3128"}, True),
-    ({"HTTP_PROXY": "http://10.0.0.1:3128", "NO_PROXY": "localhost,127.0.0.1"}, False),
+@pytest.mark.parametrize("env", [
+    {},
+    {"HTTP_PROXY": "http://10.0.0.1:3128"},
+    {"HTTP_PROXY": "http://10.0.0.1:3128", "NO_PROXY": "localhost,127.0.0.1"},
 ])
-async def test_a_proxy_that_would_swallow_the_relay_is_one_line(
-        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], proxied: bool) -> None:
-    """The engine honours HTTP_PROXY: a proxy cannot reach our loopback relay, so a private
-    repository's pull says what to set instead of failing file by file."""
+async def test_the_relay_is_never_reached_through_a_proxy(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """The engine honours HTTP_PROXY, but a proxy cannot reach our loopback relay: requests to
+    loopback always go direct, so a private repository's pull works behind a proxy too."""
     from types import SimpleNamespace
 
-    from weightlift.downloader.errors import UsageError
+    from weightlift.downloader.fetch import env_proxy
     from weightlift.downloader.sources.hf import HubManifest
-    from weightlift.downloader.sources.hf_relay import proxied_loopback
     from weightlift.downloader.sources.hf_uri import HfRef
 
     for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert proxied_loopback() is proxied
-    client = SimpleNamespace(ref=HfRef("model", "org/m"), endpoint="https://hub.example",
-                             token=TOKEN)
-    builder = HubManifest(client, "c" * 40, [], needs_token=True)  # type: ignore[arg-type]
+    env_proxy.cache_clear()
     try:
-        if proxied:
-            with pytest.raises(UsageError) as err:
-                await builder._relayed("https://hub.example/org/m/resolve/c/config.json")
-            assert err.value.one_line().endswith(
-                "HTTP_PROXY would carry requests to 127.0.0.1 to the proxy (add 127.0.0.1 to "
-                "NO_PROXY)")
-        else:
+        for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+            assert env_proxy("http", host) == (None, None), host
+        if env:  # the proxy still serves everything else
+            assert env_proxy("http", "hub.example")[0] is not None
+        client = SimpleNamespace(ref=HfRef("model", "org/m"), endpoint="https://hub.example",
+                                 token=TOKEN)
+        builder = HubManifest(client, "c" * 40, [], needs_token=True)  # type: ignore[arg-type]
+        try:
             url = await builder._relayed("https://hub.example/org/m/resolve/c/config.json")
             assert url.startswith("http://127.0.0.1:")
+        finally:
+            await builder.close()
     finally:
-        await builder.close()
+        env_proxy.cache_clear()
