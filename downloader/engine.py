@@ -75,7 +75,8 @@ __all__ = ["MAX_OPEN_PARTS", "Engine", "EngineConfig", "FileResult", "HeaderChec
 log = logging.getLogger(__name__)
 
 
-def _user_agent() -> str:
+def user_agent() -> str:
+    """The User-Agent of every storage request (a cluster pull's nodes send it too)."""
     try:
         return f"weightlift/{version('weightlift')}"
     except PackageNotFoundError:  # pragma: no cover
@@ -206,7 +207,7 @@ class Engine:
         # another host a redirect leads to.
         return aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False, trust_env=False,
-            headers={"User-Agent": _user_agent()}, cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": user_agent()}, cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     def _pace(self) -> Pace:

@@ -95,9 +95,7 @@ async def fetch_range(session: aiohttp.ClientSession, url: str, asked: Asked, si
                 raise StatusError(resp.status, resp_headers, await _read_error_body(resp))
             if decision.verdict is not Verdict.WRITE:
                 raise Rejected(decision)
-            answered = getattr(sink, "answered", None)
-            if answered is not None:
-                answered(decision, resp_headers)  # raises Abandon when superseded meanwhile
+            sink.answered(decision, resp_headers)  # raises Abandon when superseded meanwhile
             written = await _stream(resp, asked, decision, sink, pace, throttle)
             return Answer(decision.total, decision.etag, resp_headers.get("Last-Modified"),
                           resp_headers, written, decision)

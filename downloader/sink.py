@@ -20,6 +20,12 @@ class Sink(Protocol):
         (nothing was written)."""
         ...
 
+    def answered(self, decision: Decision, headers: Mapping[str, str]) -> None:
+        """Storage's judged answer to this request, before its first byte: the engine learns
+        from it early that the server answers Range requests (a file's other ranges are then
+        released at once). Raises ``Abandon`` when the request was superseded meanwhile."""
+        ...
+
 
 @dataclass(frozen=True)
 class Answer:

@@ -19,7 +19,7 @@ import ray
 
 from weightlift.downloader.byte_source import Answer, HttpByteSource, Sink
 from weightlift.downloader.config import EngineConfig
-from weightlift.downloader.engine import _user_agent
+from weightlift.downloader.engine import user_agent
 from weightlift.downloader.errors import (
     EXIT_OK,
     EXIT_TRANSFER_FAILED,
@@ -94,9 +94,7 @@ class _Tee:
             # A 200 to the chunk's Range request: this storage ignores Range, which a cluster
             # pull cannot split; nothing was written.
             raise Rejected(Decision(Verdict.BAD_RESPONSE, "storage ignored a Range request"))
-        answered = getattr(self._sink, "answered", None)
-        if answered is not None:
-            answered(replace(decision, whole=False), headers)
+        self._sink.answered(replace(decision, whole=False), headers)
 
     def write(self, offset: int, data: bytes | memoryview) -> bool:
         n = len(data)
@@ -129,14 +127,13 @@ class RayByteSource:
         pieces = self._plan.pieces(rel, asked.start, asked.end)
         if not pieces:  # not in the plan (a size the plan did not know): plain HTTP
             return await self._origin(rel, url, asked, sink)
-        answered = getattr(sink, "answered", None)
-        if asked.may_be_whole and asked.ranged and answered is not None:
+        if asked.may_be_whole and asked.ranged:
             # The engine sends a file's first range alone until storage proves it answers Range
             # requests. A cluster pull is all ranges (a chunk answered whole is refused by the
             # _Tee, nothing written): say so now, so that every node queues the file's other
             # ranges at once and in the same order (nodes asking in different orders would fill
             # the object-store budget with chunks the others do not want yet).
-            answered(Decision(Verdict.WRITE, total=asked.size), {})
+            sink.answered(Decision(Verdict.WRITE, total=asked.size), {})
         written = 0
         answer: Answer | None = None
         for chunk, lo, hi in pieces:
@@ -198,9 +195,7 @@ class RayByteSource:
 
         class _Counting:
             def answered(self, decision: Decision, headers: Mapping[str, str]) -> None:
-                answered = getattr(sink, "answered", None)
-                if answered is not None:
-                    answered(decision, headers)
+                sink.answered(decision, headers)
 
             def write(self, offset: int, data: bytes | memoryview) -> bool:
                 counters.origin += len(data)
@@ -224,7 +219,7 @@ def _session(config: EngineConfig) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.connections, ttl_dns_cache=300),
         timeout=timeout, auto_decompress=False, trust_env=False,
-        headers={"User-Agent": _user_agent()}, cookie_jar=aiohttp.DummyCookieJar())
+        headers={"User-Agent": user_agent()}, cookie_jar=aiohttp.DummyCookieJar())
 
 
 def run_node(spec: NodeSpec, coordinator: Any) -> dict[str, Any]:
