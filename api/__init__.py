@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         WeightliftError,
     )
     from weightlift.reports import (
+        ClusterPullReport,
         FileEntry,
         ListReport,
         PullReport,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadManifest",
+    "ClusterPullReport",
     "DiskFull",
     "FileEntry",
     "ListReport",
@@ -99,8 +101,8 @@ _HOMES = {
     **dict.fromkeys(("BadManifest", "DiskFull", "PlatformError", "TransferFailed",
                      "UsageError", "VerificationFailed", "WeightliftError"),
                     "weightlift.downloader.errors"),
-    **dict.fromkeys(("FileEntry", "ListReport", "PullReport", "Totals", "VerifyReport",
-                     "WatchEvent", "json_schema"), "weightlift.reports"),
+    **dict.fromkeys(("ClusterPullReport", "FileEntry", "ListReport", "PullReport", "Totals",
+                     "VerifyReport", "WatchEvent", "json_schema"), "weightlift.reports"),
 }
 
 

@@ -161,6 +161,50 @@ class PullReport(_Doc):
         return Path(self.output)
 
 
+class ClusterNodeResult(BaseModel):
+    """One node of a cluster pull."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="what {node} expanded to (the node id's first 12 hex digits)")
+    node_id: str = Field(description="the Ray node id")
+    output: str = Field(description="the node's output folder")
+    ok: bool
+    exit_code: int
+    bytes_from_origin: int = 0
+    bytes_from_peers: int = 0
+    seconds: float = 0.0
+    params: int | None = Field(None, description="parameters counted on this node (verified)")
+    rss_peak: int | None = Field(None, description="peak resident bytes of the node's pull "
+                                                   "process, when known")
+    error: str | None = Field(None, description="why this node failed, one line")
+
+
+class ClusterPullReport(_Doc):
+    """`weightlift pull --ray --json` / ``weightlift.pull(..., ray=True)``: one model onto every
+    selected node of a Ray cluster. ``ok`` exactly when every node holds the verified model;
+    ``exit_code`` is then 0, else the gravest node's code."""
+
+    kind: Literal["cluster-pull"] = "cluster-pull"
+    ok: bool
+    exit_code: int = Field(description="the CLI's exit code: 0 ok, 1 verification failed, "
+                                       "2 bad input, 3 transfer failed, 4 platform error, "
+                                       "130 interrupted")
+    error: str | None = Field(None, description="what went wrong, one line (null when ok)")
+    source: str = Field(description="the SOURCE argument(s), redacted")
+    model_id: str | None = None
+    checkpoint_id: str | None = None
+    output: str = Field(description="the output folder template ({node} expands per node)")
+    nodes: list[ClusterNodeResult] = Field(default_factory=list)
+    model_bytes: int = 0
+    origin_bytes: int = Field(0, description="bytes the origin served, all nodes together")
+    seconds: float = 0.0
+    chunk_size: int = 0
+    object_store_budget: int = 0
+    object_store_peak: int = Field(0, description="most published chunk bytes held at once")
+    over_budget_claims: int = 0
+    refreshes: int = Field(0, description="URL refreshes served for the cluster")
+
+
 class ListedFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rel: str
@@ -215,7 +259,7 @@ class WatchEvent(_Doc):
     report: PullReport | None = Field(None, description="the pull's report (event pull)")
 
 
-AnyDocument = PullReport | VerifyReport | WatchEvent | ListReport
+AnyDocument = PullReport | VerifyReport | WatchEvent | ListReport | ClusterPullReport
 Document = Annotated[AnyDocument, Field(discriminator="kind")]
 DOCUMENT: TypeAdapter[AnyDocument] = TypeAdapter(Document)
 
@@ -231,9 +275,10 @@ def json_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "weightlift report (schema 1)",
-        "description": "One document printed by `weightlift pull --json`, `verify --json`, "
-                       "`ls --json`, or one line of `watch --json`; the Python API's PullReport "
-                       "and VerifyReport are the same documents.",
+        "description": "One document printed by `weightlift pull --json` (`--ray`: "
+                       "cluster-pull), `verify --json`, `ls --json`, or one line of `watch "
+                       "--json`; the Python API's PullReport, ClusterPullReport and "
+                       "VerifyReport are the same documents.",
         **schema,
     }
 

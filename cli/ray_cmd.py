@@ -1,19 +1,21 @@
 """`weightlift pull --ray`: one model onto every node of a Ray cluster; one bar, one line per
-node, per-node totals in --json."""
+node, the schema-1 cluster-pull document in --json (``weightlift.cluster``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import sys
-from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightlift.cli.progress import human_bytes
-from weightlift.cli.pull_cmd import engine_config, run_cancellable
-from weightlift.downloader.errors import UsageError, WeightliftError
-from weightlift.downloader.redact import redact_obj, redact_text
+from weightlift.cli.pull_cmd import pull_options, run_cancellable
+from weightlift.downloader.errors import EXIT_INTERRUPTED, UsageError, WeightliftError
+
+if TYPE_CHECKING:
+    from weightlift.reports import ClusterPullReport
+
 
 
 class _Bar:
@@ -38,61 +40,44 @@ class _Bar:
             self._bar.close()
 
 
-def report_json(report: Any) -> dict[str, Any]:
-    return {
-        "ok": report.ok, "exit_code": report.exit_code,
-        "nodes": [asdict(n) for n in report.nodes],
-        "totals": {
-            "nodes": len(report.nodes), "model_bytes": report.model_bytes,
-            "origin_bytes": report.origin_bytes,
-            "origin_over_model": round(report.origin_bytes / report.model_bytes, 3)
-            if report.model_bytes else 0.0,
-            "seconds": round(report.seconds, 3), "chunk_size": report.chunk_size,
-            "object_store_budget": report.budget,
-            "object_store_peak": report.object_store_peak,
-            "over_budget_claims": report.over_budget_claims, "refreshes": report.refreshes,
-        },
-    }
-
-
 def run(args: argparse.Namespace) -> int:
+    """``pull --ray``: per-node lines on stderr; with --json, one schema-1 ``cluster-pull``
+    document on stdout, on failure too."""
     if not args.ray:
         raise UsageError("--ray-address, --ray-nodes and --ray-budget go with --ray",
                          "add --ray")
-    from weightlift.downloader.fanout import pull_cluster
-    from weightlift.downloader.fanout.driver import DEFAULT_BUDGET, preflight
-
-    preflight(args.output, args.ray_address)
+    from weightlift.cluster import failed_cluster_report, run_cluster_pull
 
     quiet = args.quiet or args.json
     bar = _Bar(quiet)
 
-    async def resolve_then_pull() -> Any:
-        from weightlift.downloader.sources.resolve import open_source
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr)
 
-        async with open_source(args.sources) as source:
-            if not quiet:
-                print(f"source: {redact_text(source.description)}", file=sys.stderr)
-            try:
-                return await pull_cluster(
-                    source, args.output, engine_config(args), address=args.ray_address,
-                    nodes=args.ray_nodes, budget=args.ray_budget or DEFAULT_BUDGET,
-                    verify=not args.no_verify, expect_params=args.expect_params,
-                    on_progress=bar)
-            finally:
-                bar.close()
+    async def pull() -> ClusterPullReport:
+        try:
+            return await run_cluster_pull(
+                args.sources, args.output, pull_options(args), env=os.environ,
+                address=args.ray_address, nodes=args.ray_nodes, budget=args.ray_budget,
+                on_progress=bar, say=say)
+        finally:
+            bar.close()
 
     try:
-        report = asyncio.run(run_cancellable(resolve_then_pull()))
+        report = asyncio.run(run_cancellable(pull()))
     except WeightliftError as exc:
+        if args.json:  # still exactly one JSON document for a CI gate to parse
+            print(failed_cluster_report(args.sources, args.output, exc, exc.exit_code).to_json())
+        raise
+    except KeyboardInterrupt:
         if args.json:
-            print(json.dumps(redact_obj(
-                {"ok": False, "error": exc.one_line(), "exit_code": exc.exit_code})))
+            print(failed_cluster_report(args.sources, args.output, None,
+                                        EXIT_INTERRUPTED).to_json())
         raise
     for node in report.nodes:
         if not node.ok:
-            print(f"weightlift: error: node {node.name}: {redact_text(node.error or '')}",
-                  file=sys.stderr)
+            print(f"weightlift: error: node {node.name}: {node.error or ''}", file=sys.stderr)
         elif not quiet:
             print(f"node {node.name}: verified in {node.output} ({node.seconds:.1f}s; "
                   f"{human_bytes(node.bytes_from_origin)} from origin, "
@@ -103,5 +88,5 @@ def run(args: argparse.Namespace) -> int:
               f"{human_bytes(report.origin_bytes)} ({ratio:.2f}x the model); object store peak "
               f"{human_bytes(report.object_store_peak)}", file=sys.stderr)
     if args.json:
-        print(json.dumps(redact_obj(report_json(report)), indent=1))
-    return int(report.exit_code)
+        print(report.to_json())
+    return report.exit_code

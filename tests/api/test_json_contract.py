@@ -1,6 +1,6 @@
-"""One JSON contract: real outputs of `pull --json`, `verify --json`, `watch --json` and
-`ls --json`, on success and on failure, validate against the published JSON Schema file
-(api/schema/report.schema.json), which must be what the models generate."""
+"""One JSON contract: real outputs of `pull --json` (and `pull --ray --json`), `verify --json`,
+`watch --json` and `ls --json`, on success and on failure, validate against the published JSON
+Schema file (api/schema/report.schema.json), which must be what the models generate."""
 
 from __future__ import annotations
 
@@ -124,3 +124,18 @@ def test_ls_json(served: Served, validator: Any) -> None:
     doc = check(validator, json.loads(run.stdout))
     assert {f["rel"]: f["size"] for f in doc["files"]} == {
         r: len(d) for r, d in served.files.items()}
+
+
+def test_cluster_pull_failure_is_one_document(served: Served, tmp_path: Path,
+                                              validator: Any) -> None:
+    # A real `--ray --json` success is validated by the ray suite (tests/fanout/test_ray_cli.py,
+    # pytest -m ray): it needs a 3-node local cluster.
+    out = tmp_path / "n-{node}"
+    run = weightlift("pull", str(served.manifest), "-o", str(out), "--ray", "--json",
+                     "--ray-address", "127.0.0.1:1")
+    assert run.returncode == 4, run.stderr
+    doc = check(validator, json.loads(run.stdout))
+    assert doc["kind"] == "cluster-pull"
+    assert doc["output"] == str(out)
+    assert doc["source"] == str(served.manifest)
+    assert "cannot reach the Ray cluster" in doc["error"]

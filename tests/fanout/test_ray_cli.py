@@ -1,5 +1,6 @@
 """`weightlift pull --ray` as a user runs it: the usage errors (quick suite) and one cluster pull
-through the command, its --json per-node totals (marker ray)."""
+through the command, its --json cluster-pull document validated against the published schema
+(marker ray)."""
 
 from __future__ import annotations
 
@@ -73,17 +74,60 @@ def test_the_command_pulls_onto_every_node_with_per_node_json(
                       env={"RAY_ADDRESS": ray_cluster.address})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
+    validate_against_published_schema(report)
+    assert report["kind"] == "cluster-pull"
     assert report["ok"] is True
+    assert report["exit_code"] == 0
+    assert report["error"] is None
+    assert report["source"] == str(origin.manifest_path)
+    assert report["output"] == str(tmp_path / "n-{node}")
     assert len(report["nodes"]) == 3
     for node in report["nodes"]:
         assert node["ok"] is True
         assert node["params"] == origin.params
         assert node["output"] == str(tmp_path / f"n-{node['name']}")
         assert node["bytes_from_origin"] + node["bytes_from_peers"] == origin.model_bytes
-    totals = report["totals"]
-    assert totals["origin_bytes"] == origin.emu.total_bytes_served
-    assert totals["origin_over_model"] <= 1.1
-    assert totals["object_store_peak"] <= totals["object_store_budget"]
+    assert report["origin_bytes"] == origin.emu.total_bytes_served
+    assert report["origin_bytes"] <= 1.1 * report["model_bytes"]
+    assert report["object_store_peak"] <= report["object_store_budget"]
+
+
+def validate_against_published_schema(doc: dict[str, Any]) -> None:
+    import jsonschema
+
+    from weightlift.reports import SCHEMA_PATH, parse_document
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(doc)
+    parse_document(json.dumps(doc))
+    for key in ("schema", "kind", "ok", "exit_code", "error", "source", "model_id",
+                "checkpoint_id"):
+        assert key in doc, key
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["--ray"], 2, "--ray needs a cluster"),
+    (["--ray", "--ray-address", "127.0.0.1:1"], 4, "cannot reach the Ray cluster"),
+    (["--ray", "--ray-address", "auto", "--include", "*.json"], 2, "not taken with ray"),
+])
+def test_json_on_failure_is_one_cluster_report(tmp_path: Path, args: list[str], code: int,
+                                               says: str) -> None:
+    out = tmp_path / "out"
+    proc = weightlift("pull", _manifest(tmp_path), "-o", str(out / "{node}"), *args, "--json",
+                      timeout=60)
+    assert proc.returncode == code, proc.stderr
+    doc = json.loads(proc.stdout)  # exactly one document
+    validate_against_published_schema(doc)
+    assert doc["kind"] == "cluster-pull"
+    assert doc["ok"] is False
+    assert doc["exit_code"] == code
+    assert says in doc["error"]
+    assert doc["nodes"] == []
+    from weightlift.reports import ClusterPullReport
+
+    assert set(doc) == set(ClusterPullReport(ok=True, exit_code=0, source="s",
+                                             output="o").to_dict())
+    assert not out.exists()
 
 
 def test_ray_is_imported_only_for_a_cluster_pull() -> None:
