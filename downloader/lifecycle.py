@@ -54,6 +54,7 @@ class FileState:
     no_range_answers: int = 0
     expired_streak: int = 0
     object_changed: bool = False
+    seen_etag: str | None = None  # the ETag of any earlier generation's object in this pull
     range_proven: bool = False  # a 206 (or a journal from an earlier run) proved Range works
     storage_sha: str | None = None
     fetched: int = 0  # bytes written by this pull (including any thrown away)
@@ -226,7 +227,11 @@ class FileState:
             return self._restart("object changed on the server (the object's ETag changed)",
                                  ranged=True)
         if etag is not None and self.journal.etag is None:
-            self.journal.etag = etag
+            if self.seen_etag is not None and etag != self.seen_etag:
+                # Replaced between generations (after a restart, the first answer carries no
+                # If-Match to be refused): these bytes are of another object than before.
+                self.object_changed = True
+            self.journal.etag = self.seen_etag = etag
         req = live.request
         if ev.decision.whole and not req.whole:
             # A 200 to this file's first Range request: that body is the whole object.

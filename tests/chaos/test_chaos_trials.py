@@ -140,6 +140,10 @@ REGRESSION_SEEDS = {
     # (the bound on re-fetched bytes did not allow for it)...
     3000275: "a journaled flipped byte costs its file a second fetch on resume",
     3001020: "the same, with a status that never stops instead of an expiry",
+    # A product defect: a flipped byte restarted a file whose object was then replaced before
+    # the new generation's first answer; the new ETag went unnoticed, so the pinned sha256
+    # failed three more full fetches and exit 1 instead of "changed on storage" (exit 3).
+    3000531: "an object replaced between two generations of a file is a changed object",
     # ...and the secret watch read random model bytes in part files as a query parameter.
     3001196: "';sT=' in a kept part file is model data, not a leaked signature",
     3000303: "';Md5=' in a kept part file is model data, not a leaked signature",

@@ -269,6 +269,26 @@ def test_a_replaced_object_whose_bytes_the_manifest_does_not_pin_fails_at_once()
     assert "fresh manifest" in fail.error.one_line()
 
 
+def test_an_object_replaced_between_generations_is_a_changed_object():
+    """Chaos seed 3000531: a flipped byte restarted the file, and the object was replaced
+    before the new generation's first answer (no If-Match to refuse it): its other ETag still
+    marks the object as changed, so a digest the manifest does not pin fails at once (exit 3,
+    bytes kept for a fresh manifest) instead of three more full fetches and exit 1."""
+    st = make()
+    (req,) = fetches(st.start())
+    st.step(Answered(req.id, WHOLE200))
+    land(st, req, 0, 1000)
+    acts = st.step(Digested(0, OTHER))  # a byte flipped in transit
+    assert isinstance(acts[0], Restart)
+    (req,) = fetches(acts)
+    st.step(Answered(req.id, Decision(Verdict.WRITE, total=1000, etag='"e2"', whole=True)))
+    land(st, req, 0, 1000)
+    (fail,) = st.step(Digested(1, OTHER))
+    assert isinstance(fail.error, TransferFailed)
+    assert fail.error.exit_code == EXIT_TRANSFER_FAILED
+    assert "changed on storage" in fail.error.one_line()
+
+
 def test_a_stale_digest_is_ignored():
     st = make()
     _complete(st)
