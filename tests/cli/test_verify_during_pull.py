@@ -27,18 +27,25 @@ def _verify(folder: Path) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
-def test_verify_during_a_pull_says_so_and_the_pull_completes(threaded_storage, tmp_path):
+
+def _throttled_manifest(storage, tmp_path: Path, total: int, shards: int, seed: int,
+                        rate: int):
+    """A generated checkpoint served by ``storage`` at ``rate`` bytes/s, and its manifest."""
     src = tmp_path / "src"
-    ckpt = generate_checkpoint(src, total_bytes=2 * MiB, shards=2, seed=3)
+    ckpt = generate_checkpoint(src, total_bytes=total, shards=shards, seed=seed)
     files = []
     for rel in ckpt.files:
-        threaded_storage.emu.put_file(rel, src / rel)
+        storage.emu.put_file(rel, src / rel)
         files.append({"rel": rel, "size": (src / rel).stat().st_size,
-                      "url": threaded_storage.presign(rel, lifetime=600)})
-        # Slow enough that the pull is still running while verify looks (~2 s in all).
-        threaded_storage.emu.inject(rel, Fault.throttle(600_000), times=1000)
+                      "url": storage.presign(rel, lifetime=600)})
+        storage.emu.inject(rel, Fault.throttle(rate), times=1000)
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps({"files": files}))
+    return ckpt, manifest
+
+def test_verify_during_a_pull_says_so_and_the_pull_completes(threaded_storage, tmp_path):
+    # Slow enough that the pull is still running while verify looks (~2 s in all).
+    ckpt, manifest = _throttled_manifest(threaded_storage, tmp_path, 2 * MiB, 2, 3, 600_000)
     out = tmp_path / "out"
 
     pull = subprocess.Popen(_cli("pull", str(manifest), "-o", str(out), "-q", "--connections",
@@ -72,22 +79,13 @@ def test_verify_during_a_pull_says_so_and_the_pull_completes(threaded_storage, t
     after = _verify(out)
     assert after.returncode == 0, after.stderr
     for rel in ckpt.files:
-        assert (out / rel).read_bytes() == (src / rel).read_bytes()
+        assert (out / rel).read_bytes() == (tmp_path / "src" / rel).read_bytes()
 
 
 def test_verify_after_a_killed_pull_names_the_unfinished_files(threaded_storage, tmp_path):
     """A pull killed with SIGKILL holds no lock; verify says the pull did not finish rather
     than only that there are no shards."""
-    src = tmp_path / "src"
-    ckpt = generate_checkpoint(src, total_bytes=1 * MiB, shards=1, seed=4)
-    files = []
-    for rel in ckpt.files:
-        threaded_storage.emu.put_file(rel, src / rel)
-        files.append({"rel": rel, "size": (src / rel).stat().st_size,
-                      "url": threaded_storage.presign(rel, lifetime=600)})
-        threaded_storage.emu.inject(rel, Fault.throttle(100_000), times=1000)
-    manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"files": files}))
+    ckpt, manifest = _throttled_manifest(threaded_storage, tmp_path, 1 * MiB, 1, 4, 100_000)
     out = tmp_path / "out"
     pull = subprocess.Popen(_cli("pull", str(manifest), "-o", str(out), "-q"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
